@@ -1,0 +1,140 @@
+"""Neighbour grouping: C = gridsize**2 nearby scan positions form one training sample.
+
+Grouping overlapping positions is what lets the model enforce the real-space overlap constraint, so the choice
+must be local (KD-tree nearest neighbours) and reproducible (one seeded generator drives every random choice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from ptycho.data_contract import ScanData
+from ptycho.errors import PtychoInputError
+from ptycho.geometry import extract_patches
+
+
+@dataclass
+class GroupedData:
+    """B groups of C scan positions; coordinates are (x, y) = (column, row) in object pixels."""
+
+    diffraction: np.ndarray  # (B, C, N, N) float32 amplitude
+    coords_relative: np.ndarray  # (B, C, 2) member offset from the group centroid
+    coords_offsets: np.ndarray  # (B, 2) group centroid in global object coordinates
+    coords_global: np.ndarray  # (B, C, 2) member position in global object coordinates
+    indices: np.ndarray  # (B, C) int64 index into the scan
+    Y: np.ndarray | None  # (B, C, N, N) complex64 ground-truth patches, or None
+    gridsize: int
+
+    @property
+    def C(self) -> int:
+        return self.gridsize**2
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+def group_scan(
+    scan: ScanData,
+    *,
+    n_groups: int,
+    gridsize: int = 1,
+    neighbor_count: int = 4,
+    n_subsample: int | None = None,
+    subsample_seed: int | None = None,
+    sequential_sampling: bool = False,
+) -> GroupedData:
+    """Pick ``n_groups`` seed positions and group each with C-1 of its K nearest neighbours.
+
+    ``subsample_seed=None`` draws fresh randomness; pass a seed for identical groups across runs and ranks.
+    """
+    m = scan.n_positions
+    c = _validate(scan, n_groups, gridsize, neighbor_count, n_subsample, m)
+    rng = np.random.default_rng(subsample_seed)
+
+    pool_size = m if n_subsample is None else n_subsample
+    if pool_size == m:
+        pool = np.arange(m)
+    elif sequential_sampling:
+        pool = np.arange(pool_size)
+    else:
+        pool = np.sort(rng.choice(m, size=pool_size, replace=False))
+    seed_pos = np.arange(n_groups) if sequential_sampling else rng.choice(pool_size, size=n_groups, replace=False)
+
+    xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
+    if c == 1:
+        members = seed_pos[:, None]
+    else:
+        members = _choose_neighbours(xy[pool], seed_pos, c, min(neighbor_count, pool_size), rng)
+    indices = pool[members].astype(np.int64)
+
+    coords_global = xy[indices]
+    coords_offsets = coords_global.mean(axis=1)
+    coords_relative = coords_global - coords_offsets[:, None, :]
+    return GroupedData(
+        diffraction=scan.diffraction[indices],
+        coords_relative=coords_relative,
+        coords_offsets=coords_offsets,
+        coords_global=coords_global,
+        indices=indices,
+        Y=_ground_truth_patches(scan, indices),
+        gridsize=gridsize,
+    )
+
+
+def _validate(
+    scan: ScanData, n_groups: int, gridsize: int, neighbor_count: int, n_subsample: int | None, m: int
+) -> int:
+    if gridsize < 1:
+        raise PtychoInputError(f"gridsize must be >= 1, got {gridsize}")
+    c = gridsize**2
+    if n_groups < 1:
+        raise PtychoInputError(f"n_groups must be >= 1, got {n_groups}")
+    if c > 1 and neighbor_count < c:
+        raise PtychoInputError(
+            f"neighbor_count (K={neighbor_count}) must be >= gridsize**2 (C={c}); raise neighbor_count"
+        )
+    if n_subsample is not None:
+        if n_subsample < 1:
+            raise PtychoInputError(f"n_subsample must be >= 1, got {n_subsample}")
+        if n_subsample > m:
+            raise PtychoInputError(
+                f"n_subsample={n_subsample} is larger than the number of scan positions ({m}) in {scan.source}"
+            )
+    pool_size = m if n_subsample is None else n_subsample
+    if n_groups > pool_size:
+        where = f"in {scan.source}" if n_subsample is None else f"in the n_subsample pool of {scan.source}"
+        raise PtychoInputError(
+            f"n_groups={n_groups} is larger than the number of scan positions ({pool_size}) {where}; "
+            "lower n_groups or omit n_subsample"
+        )
+    if c > pool_size:
+        raise PtychoInputError(
+            f"gridsize={gridsize} needs C={c} positions per group but only {pool_size} are available"
+        )
+    return c
+
+
+def _choose_neighbours(xy: np.ndarray, seeds: np.ndarray, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Seed first, then C-1 members drawn without replacement from its K-1 nearest other positions."""
+    _, nbrs = cKDTree(xy).query(xy[seeds], k=k)
+    nbrs = np.asarray(nbrs).reshape(len(seeds), k)
+    # Drop the seed from its own neighbour list; with duplicate positions it may be absent, then drop the farthest.
+    is_self = nbrs == seeds[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    others = nbrs[~is_self].reshape(len(seeds), k - 1)
+    pick = np.argsort(rng.random(others.shape), axis=1)[:, : c - 1]
+    return np.concatenate([seeds[:, None], np.take_along_axis(others, pick, axis=1)], axis=1)
+
+
+def _ground_truth_patches(scan: ScanData, indices: np.ndarray) -> np.ndarray | None:
+    """Supervised targets: stored Y if present, else cut from objectGuess with the shared patch geometry."""
+    if scan.Y is not None:
+        return scan.Y[indices].astype(np.complex64, copy=False)
+    if scan.object_guess is None:
+        return None
+    flat = indices.ravel()
+    patches = extract_patches(scan.object_guess, scan.xcoords[flat], scan.ycoords[flat], scan.N)
+    return patches.reshape(*indices.shape, scan.N, scan.N)

@@ -1,0 +1,320 @@
+"""Seeded, deterministic ptychography simulator and the ``ptycho-simulate`` command.
+
+It exists so that every test, example and benchmark can make a realistic scan with known ground truth on any
+machine without downloading data; the forward model is exactly the one the PINN inverts
+(docs/data-contract.md), so a perfect reconstruction reproduces the stored amplitudes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho.data_contract import SUPPORTED_N, ScanData, save_scan, validate_scan
+from ptycho.errors import PtychoInputError
+from ptycho.geometry import extract_patches
+
+OBJECT_KINDS = ("lines", "grf")
+SCAN_KINDS = ("raster", "jitter", "random")
+JITTER_FRACTION = 0.25  # jitter amplitude as a fraction of the raster step
+DEFAULT_DATASET: dict[str, Any] = {
+    "N": 64,
+    "object_size": 256,
+    "object_kind": "grf",
+    "scan": "jitter",
+    "n_positions": 196,
+    "nphotons": 1e6,
+}
+_CHUNK = 256  # patterns per FFT batch; bounds memory for large scans
+
+
+def make_object(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Synthetic complex object with both smooth structure and sharp edges, so resolution loss is visible."""
+    if size < 1:
+        raise PtychoInputError(f"object size must be >= 1, got {size}")
+    if kind == "lines":
+        lines = _random_lines(size, rng)
+        return ((0.5 + 0.5 * lines) * np.exp(1j * lines)).astype(np.complex64)
+    if kind == "grf":
+        lines = _random_lines(size, rng, count=max(4, size // 16))
+        amp_field = _gaussian_random_field(size, rng)
+        phase_field = _gaussian_random_field(size, rng)
+        amp = 0.3 + 0.7 * np.clip(0.8 * amp_field + 0.4 * lines, 0.0, 1.0)
+        phase = 2.0 * np.clip(0.8 * phase_field + 0.3 * lines, 0.0, 1.0) - 1.0
+        return (amp * np.exp(1j * phase)).astype(np.complex64)
+    raise PtychoInputError(f"unknown object kind {kind!r}; choose one of {', '.join(OBJECT_KINDS)}")
+
+
+def _random_lines(size: int, rng: np.random.Generator, count: int | None = None) -> np.ndarray:
+    """Anti-aliased thin segments in [0, 1]: sharp features that test high-frequency recovery."""
+    count = max(8, size // 8) if count is None else count
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    canvas = np.zeros((size, size))
+    for _ in range(count):
+        cx, cy = rng.uniform(0, size, 2)
+        length = rng.uniform(size / 8, size / 2)
+        angle = rng.uniform(0, np.pi)
+        half_width = rng.uniform(0.6, 1.5)
+        dx, dy = np.cos(angle), np.sin(angle)
+        along = np.clip((xx - cx) * dx + (yy - cy) * dy, -length / 2, length / 2)
+        dist = np.hypot(xx - (cx + along * dx), yy - (cy + along * dy))
+        canvas = np.maximum(canvas, np.clip(1.0 + half_width - dist, 0.0, 1.0))
+    return canvas
+
+
+def _gaussian_random_field(size: int, rng: np.random.Generator, correlation: float = 12.0) -> np.ndarray:
+    """Smooth field in [0, 1]: white noise low-passed by a Gaussian of ``correlation`` pixels."""
+    freq = np.fft.fftfreq(size)
+    k2 = freq[:, None] ** 2 + freq[None, :] ** 2
+    spectrum = np.fft.fft2(rng.standard_normal((size, size))) * np.exp(-2 * (np.pi * correlation) ** 2 * k2)
+    field = np.fft.ifft2(spectrum).real
+    lo, hi = field.min(), field.max()
+    return (field - lo) / (hi - lo) if hi > lo else np.zeros_like(field)
+
+
+def make_probe(N: int, *, radius_fraction: float = 0.22, defocus: float = 0.15, edge_width: float = 1.5) -> np.ndarray:
+    """Soft-edged pinhole of radius ``radius_fraction * N`` Fresnel-propagated by ``defocus``.
+
+    ``defocus`` is λz / R² (the inverse Fresnel number of the aperture): 0 is the bare aperture, ~0.1–0.3
+    gives the ringing, phase-curved probe typical of a defocused pinhole while keeping the intensity inside
+    the central ~N/2. The result is scaled to max |P| = 1.
+    """
+    if N < 8:
+        raise PtychoInputError(f"probe size N must be >= 8, got {N}")
+    if not 0 < radius_fraction < 0.5:
+        raise PtychoInputError(f"radius_fraction must be in (0, 0.5), got {radius_fraction}")
+    if defocus < 0 or edge_width <= 0:
+        raise PtychoInputError(f"defocus must be >= 0 and edge_width > 0, got {defocus}, {edge_width}")
+    radius = radius_fraction * N
+    centre = np.arange(N) - N / 2
+    r = np.hypot(centre[:, None], centre[None, :])
+    aperture = 0.5 * (1.0 - np.tanh((r - radius) / edge_width))
+    freq = np.fft.fftfreq(N)
+    f2 = freq[:, None] ** 2 + freq[None, :] ** 2
+    kernel = np.exp(-1j * np.pi * defocus * radius**2 * f2)
+    probe = np.fft.ifft2(np.fft.fft2(aperture) * kernel)
+    return (probe / np.abs(probe).max()).astype(np.complex64)
+
+
+def load_probe_file(path: str | os.PathLike) -> np.ndarray:
+    """Probe from .npy or .npz (key ``probeGuess``, or the only array); multi-mode stacks use the first mode."""
+    if not Path(path).is_file():
+        raise PtychoInputError(f"{path}: probe file not found")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                names = loaded.files
+                key = "probeGuess" if "probeGuess" in names else (names[0] if len(names) == 1 else None)
+                if key is None:
+                    raise PtychoInputError(f"{path}: no 'probeGuess' key (keys found: {', '.join(names) or 'none'})")
+                probe = loaded[key]
+        else:
+            probe = loaded
+    except PtychoInputError:
+        raise
+    except (ValueError, OSError, EOFError) as exc:
+        raise PtychoInputError(f"{path}: cannot read probe file: {exc}") from exc
+    if probe.ndim == 3:
+        probe = probe[0]
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise PtychoInputError(f"{path}: probe must be (N, N) or (modes, N, N), got shape {probe.shape}")
+    if not (np.iscomplexobj(probe) or np.issubdtype(probe.dtype, np.floating)):
+        raise PtychoInputError(f"{path}: probe must be complex or real float, got {probe.dtype}")
+    if not np.all(np.isfinite(probe)):
+        raise PtychoInputError(f"{path}: probe holds non-finite values")
+    return probe.astype(np.complex64)
+
+
+def scan_positions(
+    kind: str, object_size: int, N: int, rng: np.random.Generator, *, step: float | None = None,
+    n_positions: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patch centres (x, y) keeping every patch fully inside the object: centres lie in [N/2, size - N/2]."""
+    if kind not in SCAN_KINDS:
+        raise PtychoInputError(f"unknown scan kind {kind!r}; choose one of {', '.join(SCAN_KINDS)}")
+    if step is not None and not step > 0:
+        raise PtychoInputError(f"step must be > 0 pixels, got {step}")
+    if n_positions is not None and n_positions < 1:
+        raise PtychoInputError(f"n_positions must be >= 1, got {n_positions}")
+    lo, span = N / 2, float(object_size - N)
+    if kind == "random":
+        if n_positions is None:
+            n_positions = (int(span // (step or N / 4)) + 1) ** 2
+        xy = lo + rng.uniform(0.0, span, size=(n_positions, 2))
+        return xy[:, 0], xy[:, 1]
+
+    jitter = JITTER_FRACTION if kind == "jitter" else 0.0
+    if step is None and n_positions is not None:
+        side = math.ceil(math.sqrt(n_positions))
+        step = span / (side - 1 + 2 * jitter) if side > 1 else max(span, 1.0)
+    step = float(step if step is not None else N / 4)
+    amp = jitter * step
+    side = int((span - 2 * amp) / step + 1e-9) + 1 if span >= 2 * amp else 1
+    margin = (span - (side - 1) * step) / 2  # centre the raster in the allowed range
+    amp = min(amp, margin)  # jitter never pushes a patch outside the object
+    axis = lo + margin + step * np.arange(side)
+    gy, gx = np.meshgrid(axis, axis, indexing="ij")
+    x, y = gx.ravel(), gy.ravel()
+    if n_positions is not None:
+        if n_positions > x.size:
+            raise PtychoInputError(
+                f"n_positions={n_positions} does not fit: a {kind} scan with step {step:g} px on a "
+                f"{object_size}-px object has {x.size} positions; lower the step or enlarge the object"
+            )
+        x, y = x[:n_positions], y[:n_positions]
+    if amp > 0:
+        x = x + rng.uniform(-amp, amp, x.size)
+        y = y + rng.uniform(-amp, amp, y.size)
+    return x, y
+
+
+def forward_intensity(patches: np.ndarray, probe: np.ndarray) -> np.ndarray:
+    """I = |fft2(O·P)|² / N², DC centred with fftshift: the model's far-field intensity per pattern."""
+    n = probe.shape[-1]
+    field = np.fft.fft2(patches.astype(np.complex128) * probe.astype(np.complex128), axes=(-2, -1))
+    return np.fft.fftshift(np.abs(field) ** 2 / n**2, axes=(-2, -1))
+
+
+def simulate_scan(
+    *,
+    N: int = 64,
+    object_size: int | None = None,
+    object_kind: str = "grf",
+    scan: str = "jitter",
+    step: float | None = None,
+    n_positions: int | None = None,
+    nphotons: float = 1e6,
+    seed: int = 0,
+    probe: np.ndarray | None = None,
+    noise: bool = True,
+) -> ScanData:
+    """Simulate one scan; the file stores normalised amplitude and records ``nphotons`` only in metadata.
+
+    Object, positions and noise use independent streams of ``seed``, so e.g. toggling noise keeps the object.
+    """
+    if N not in SUPPORTED_N:
+        raise PtychoInputError(f"N={N} is not supported; use one of {SUPPORTED_N}")
+    object_size = 4 * N if object_size is None else int(object_size)
+    if object_size < N:
+        raise PtychoInputError(f"object_size={object_size} must be >= N={N} so a patch fits inside the object")
+    if not (math.isfinite(nphotons) and nphotons > 0):
+        raise PtychoInputError(f"nphotons must be a positive finite number, got {nphotons}")
+    if probe is None:
+        probe_source = "default"
+        probe = make_probe(N)
+    else:
+        probe_source = "user"
+        probe = np.asarray(probe)
+        if probe.shape != (N, N):
+            raise PtychoInputError(f"probe shape {probe.shape} does not match N={N}")
+        probe = probe.astype(np.complex64)
+
+    obj_rng, pos_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    obj = make_object(object_kind, object_size, obj_rng)
+    x, y = scan_positions(scan, object_size, N, pos_rng, step=step, n_positions=n_positions)
+
+    m = x.size
+    amplitude = np.empty((m, N, N), dtype=np.float32)
+    total = np.empty(m)
+    for start in range(0, m, _CHUNK):
+        sl = slice(start, start + _CHUNK)
+        intensity = forward_intensity(extract_patches(obj, x[sl], y[sl], N), probe)
+        total[sl] = intensity.sum(axis=(-2, -1))
+        amplitude[sl] = np.sqrt(intensity)
+    scale = math.sqrt(nphotons / total.mean())
+    if noise:
+        for start in range(0, m, _CHUNK):
+            lam = scale**2 * amplitude[start : start + _CHUNK].astype(np.float64) ** 2
+            amplitude[start : start + _CHUNK] = np.sqrt(noise_rng.poisson(lam)) / scale
+
+    metadata = {
+        "physics_parameters": {
+            "nphotons": float(nphotons),
+            "intensity_scale": scale,
+            "probe_scale_hint": float(1.0 / np.abs(probe).mean()),
+        },
+        "simulator": {
+            "N": N, "object_size": object_size, "object_kind": object_kind, "scan": scan, "step": step,
+            "n_positions": n_positions, "nphotons": float(nphotons), "seed": seed, "probe": probe_source,
+            "noise": noise,
+        },
+        "generator": "ptychopinn.simulate",
+    }
+    return validate_scan(
+        ScanData(diffraction=amplitude, probe=probe, xcoords=x, ycoords=y, object_guess=obj, metadata=metadata)
+    )
+
+
+def write_default_dataset(path: str | os.PathLike, *, seed: int = 0, **overrides: Any) -> ScanData:
+    """The embedded default dataset (N=64, 256-px GRF+lines object, 196 jittered positions, 1e6 photons)."""
+    unknown = set(overrides) - set(DEFAULT_DATASET) - {"step", "probe", "noise"}
+    if unknown:
+        raise PtychoInputError(f"unknown simulator option(s): {', '.join(sorted(unknown))}")
+    scan = simulate_scan(**{**DEFAULT_DATASET, **overrides, "seed": seed})
+    save_scan(path, scan)
+    return scan
+
+
+class _UsageError(Exception):
+    """Raised instead of argparse's exit so that ``main`` returns an exit code in-process."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="ptycho-simulate", description="Simulate a ptychography scan NPZ with known ground truth.")
+    p.add_argument("--output", required=True, type=Path, help="NPZ file to write (atomically)")
+    p.add_argument("--N", type=int, choices=SUPPORTED_N, default=None, help="pattern size (default 64 or the probe's)")
+    p.add_argument("--object", dest="object_kind", choices=OBJECT_KINDS, default="grf", help="object kind")
+    p.add_argument("--object-size", type=int, default=None, help="object side in pixels (default 4*N)")
+    p.add_argument("--scan", choices=SCAN_KINDS, default="jitter", help="scan pattern")
+    p.add_argument("--step", type=float, default=None, help="raster step in pixels (default N/4)")
+    p.add_argument("--n-positions", type=int, default=None, help="number of scan positions")
+    p.add_argument("--nphotons", type=float, default=1e6, help="mean photons per pattern (default 1e6)")
+    p.add_argument("--probe-file", type=Path, default=None, help="probe from .npy/.npz instead of the default")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--no-noise", action="store_true", help="store noiseless amplitudes")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point: 0 on success, 2 for a bad command line, 1 for bad input files or values."""
+    prog = "ptycho-simulate"
+    try:
+        args = _build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        probe = load_probe_file(args.probe_file) if args.probe_file is not None else None
+        n = args.N if args.N is not None else (probe.shape[0] if probe is not None else 64)
+        scan = simulate_scan(
+            N=n, object_size=args.object_size, object_kind=args.object_kind, scan=args.scan, step=args.step,
+            n_positions=args.n_positions, nphotons=args.nphotons, seed=args.seed, probe=probe,
+            noise=not args.no_noise,
+        )
+        save_scan(args.output, scan)
+    except (PtychoInputError, OSError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        h, w = scan.object_guess.shape
+        print(f"wrote {args.output}: M={scan.n_positions} positions, N={scan.N}, object {h}x{w}, "
+              f"nphotons={args.nphotons:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
