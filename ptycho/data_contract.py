@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho.atomic import atomic_open
 from ptycho.errors import DataContractError
 
 logger = logging.getLogger(__name__)
@@ -312,19 +312,8 @@ def save_scan(path: str | os.PathLike, scan: ScanData) -> None:
     if scan.Y is not None:
         arrays["Y"] = scan.Y
 
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise FileNotFoundError(f"{target.parent}: output directory does not exist")
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:  # a file object stops np.savez from appending ".npz"
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as fh:  # a file object stops np.savez from appending ".npz"
+        np.savez(fh, **arrays)
 
 
 def _json_default(value: Any) -> Any:

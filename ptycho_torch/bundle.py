@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Optional, Union
 
+from ptycho.atomic import atomic_open
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import BundleError
 
@@ -38,6 +37,7 @@ __all__ = [
     "read_bundle_configs",
     "write_bundle",
     "read_bundle",
+    "load_torch_bundle",
 ]
 
 BUNDLE_NAME = "wts.h5.zip"
@@ -162,29 +162,15 @@ def write_bundle(
     }
     configs = {"training_config": training_config.to_dict(), "execution_config": execution_config.to_dict()}
     snapshot = {k: (str(v) if isinstance(v, Path) else v) for k, v in legacy_params.items()}
-    target = out_dir / BUNDLE_NAME
-    fd, tmp_name = tempfile.mkstemp(prefix=".wts.", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-            archive.writestr("configs.json", json.dumps(configs, indent=2))
-            archive.writestr("params.json", json.dumps(snapshot, indent=2, default=_json_default))
-            for name, state in members.items():
-                buffer = io.BytesIO()
-                torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
-                archive.writestr(name, buffer.getvalue())
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+    with atomic_open(out_dir / BUNDLE_NAME) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
+        archive.writestr("configs.json", json.dumps(configs, indent=2))
+        archive.writestr("params.json", json.dumps(snapshot, indent=2, default=_json_default))
+        for name, state in members.items():
+            buffer = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+            archive.writestr(name, buffer.getvalue())
+    return out_dir / BUNDLE_NAME
 
 
 def _json_default(value: Any) -> Any:
@@ -225,3 +211,32 @@ def read_bundle(model_path: Union[str, Path], map_location: Optional[str] = "cpu
         legacy_params=legacy,
         state_dicts=state_dicts,
     )
+
+
+def load_torch_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained ``PtychoPINN`` from a bundle and restore ``params.cfg`` from its snapshot.
+
+    Returns ``(model, info)`` where info holds the manifest, canonical configs and legacy params.
+    """
+    import torch
+
+    from ptycho import params
+    from ptycho_torch.model import MODEL_NAME, PtychoPINN
+
+    contents = read_bundle(model_path)
+    state = contents.state_dicts.get(MODEL_NAME)
+    if state is None:
+        raise BundleError(f"{contents.path}: no {MODEL_NAME!r} weights in the bundle (models: {contents.manifest.get('models')})")
+    cfg = contents.training_config
+    N = cfg.model.N
+    model = PtychoPINN(cfg.model, torch.ones(N, N, dtype=torch.complex64), 1.0,
+                       probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise BundleError(f"{contents.path}: weights do not match the stored model config ({exc})") from None
+    model.eval()
+    params.cfg.update(contents.legacy_params)
+    info = {"manifest": contents.manifest, "training_config": cfg, "execution_config": contents.execution_config,
+            "legacy_params": contents.legacy_params, "path": contents.path}
+    return model, info

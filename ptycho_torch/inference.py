@@ -1,0 +1,195 @@
+"""Inference: trained bundle + scan -> stitched complex object, PNGs and (with ground truth) honest metrics.
+
+``python -m ptycho_torch.inference`` / ``ptycho-infer`` is a thin CLI over ``run_pytorch_inference_workflow``;
+the payload comes from the config factory like every other run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ptycho import params
+from ptycho.atomic import atomic_open, atomic_write_json
+from ptycho.config.config import PyTorchExecutionConfig
+from ptycho.data_contract import ScanData, load_scan
+from ptycho.grouping import group_scan
+from ptycho.metrics import evaluate_reconstruction
+from ptycho_torch.bundle import load_torch_bundle
+from ptycho_torch.config_factory import InferencePayload
+from ptycho_torch.data import to_tensors
+from ptycho_torch.model import PtychoPINN
+from ptycho_torch.stitching import stitch_patches
+
+__all__ = [
+    "Reconstruction",
+    "reconstruct_scan",
+    "load_inference_bundle_torch",
+    "run_pytorch_inference_workflow",
+    "save_outputs",
+    "auto_batch_size",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reconstruction:
+    object: np.ndarray  # (H, W) complex64, objectGuess frame shifted by ``origin``
+    origin: tuple[int, int]  # (row, col) of object[0, 0] in the scan's coordinate frame
+    covered: np.ndarray  # (H, W) bool, pixels any patch window reached
+    xcoords: np.ndarray
+    ycoords: np.ndarray
+    n_patterns: int
+    seconds: float
+
+    @property
+    def patterns_per_s(self) -> float:
+        return self.n_patterns / self.seconds if self.seconds > 0 else float("inf")
+
+
+def auto_batch_size(N: int, C: int, device: torch.device) -> int:
+    """A batch that keeps activations around a few hundred MB: big enough to amortise overheads, small enough for
+    a laptop. Measured on CPU, throughput is flat from 16 to 128 groups of 4 64x64 patterns."""
+    patterns = 256 if device.type == "cuda" else 64
+    return max(1, patterns * (64 // N) ** 2 // max(C, 1))
+
+
+def _device(execution: PyTorchExecutionConfig) -> torch.device:
+    wants_gpu = execution.accelerator in ("gpu", "cuda") or (execution.accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecutionConfig, *,
+                     neighbor_count: int = 4, n_groups: Optional[int] = None, progress: Optional[bool] = None,
+                     ) -> Reconstruction:
+    """Predict every group of the scan in batches and stitch the patches onto one canvas.
+
+    Each scan position seeds one group (sequential, so the result does not depend on a random draw); with
+    gridsize > 1 the overlap constraint is applied exactly as in training.
+    """
+    start = time.perf_counter()
+    device = _device(execution)
+    model = model.to(device).eval()
+    C = model.config.gridsize ** 2
+    grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=model.config.gridsize,
+                         neighbor_count=max(neighbor_count, C), subsample_seed=0, sequential_sampling=True)
+    tensors = to_tensors(grouped, model.probe.detach().cpu(), nphotons=1.0)
+    batch = execution.inference_batch_size or auto_batch_size(model.config.N, C, device)
+    show = execution.enable_progress_bar if progress is None else progress
+    outputs = []
+    for lo in tqdm(range(0, len(tensors), batch), desc="reconstructing", unit="batch", disable=not show,
+                   file=sys.stderr):
+        diffraction = tensors.diffraction[lo:lo + batch].to(device, non_blocking=True)
+        offsets = tensors.offsets[lo:lo + batch].to(device, non_blocking=True)
+        outputs.append(model.object_patches(diffraction, offsets))
+    patches = torch.cat(outputs).reshape(-1, model.config.N, model.config.N)
+    positions = tensors.positions.reshape(-1, 2)
+    canvas = None if scan.object_guess is None else tuple(scan.object_guess.shape)
+    stitched = stitch_patches(
+        patches, positions[:, 0].to(device), positions[:, 1].to(device), canvas_shape=canvas,
+        window="central" if execution.middle_trim > 0 else "probe", middle_trim=execution.middle_trim,
+        probe=model.probe.detach(), pad_eval=execution.pad_eval,
+    )
+    obj = stitched.object.cpu().numpy().astype(np.complex64)
+    return Reconstruction(
+        object=obj, origin=stitched.origin, covered=stitched.covered.cpu().numpy(),
+        xcoords=scan.xcoords, ycoords=scan.ycoords, n_patterns=scan.n_positions,
+        seconds=time.perf_counter() - start,
+    )
+
+
+#: The historical name of the torch bundle loader (file or folder holding wts.h5.zip -> model, bundle info).
+load_inference_bundle_torch = load_torch_bundle
+
+
+def metrics_against_truth(recon: Reconstruction, scan: ScanData) -> Optional[dict[str, Any]]:
+    """Honest metrics (ptycho.metrics) when the scan carries objectGuess, on its own pixel grid."""
+    if scan.object_guess is None:
+        return None
+    r0, c0 = recon.origin
+    h, w = scan.object_guess.shape
+    canvas = np.zeros((h, w), dtype=np.complex64)
+    rows = slice(max(r0, 0), min(r0 + recon.object.shape[0], h))
+    cols = slice(max(c0, 0), min(c0 + recon.object.shape[1], w))
+    canvas[rows, cols] = recon.object[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
+    return evaluate_reconstruction(canvas, scan.object_guess, xcoords=scan.xcoords, ycoords=scan.ycoords,
+                                   N=scan.N)
+
+
+def _save_png(path: Path, image: np.ndarray, title: str, label: str, cmap: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
+    shown = ax.imshow(image, cmap=cmap)
+    ax.set_title(title)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    fig.colorbar(shown, ax=ax, label=label)
+    fig.tight_layout()
+    with atomic_open(path) as handle:
+        fig.savefig(handle, format="png")
+    plt.close(fig)
+
+
+def save_outputs(recon: Reconstruction, output_dir: Path, metrics: Optional[dict[str, Any]] = None,
+                 title: str = "") -> dict[str, Path]:
+    """reconstruction.npz, amplitude.png, phase.png and metrics.json (when given), each written atomically."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "reconstruction": output_dir / "reconstruction.npz",
+        "amplitude_png": output_dir / "amplitude.png",
+        "phase_png": output_dir / "phase.png",
+    }
+    amplitude, phase = np.abs(recon.object), np.angle(recon.object)
+    with atomic_open(paths["reconstruction"]) as handle:
+        np.savez(handle, object=recon.object, amplitude=amplitude, phase=phase, covered=recon.covered,
+                 origin=np.asarray(recon.origin), xcoords=recon.xcoords, ycoords=recon.ycoords)
+    shown_phase = np.where(recon.covered, phase, np.nan)
+    _save_png(paths["amplitude_png"], np.where(recon.covered, amplitude, np.nan), f"{title} amplitude".strip(),
+              "amplitude (a.u.)", "gray")
+    _save_png(paths["phase_png"], shown_phase, f"{title} phase".strip(), "phase (rad)", "twilight")
+    if metrics is not None:
+        paths["metrics"] = output_dir / "metrics.json"
+        atomic_write_json(paths["metrics"], metrics)
+    return paths
+
+
+def run_pytorch_inference_workflow(payload: InferencePayload) -> dict[str, Any]:
+    """Load the bundle and the test scan, reconstruct, write outputs. Returns paths, metrics and throughput."""
+    cfg = payload.tf_inference_config
+    model, _ = load_inference_bundle_torch(cfg.model_path)
+    scan = load_scan(cfg.test_data_file)
+    if scan.N != model.config.N:
+        raise ValueError(f"{cfg.test_data_file}: patterns are {scan.N}x{scan.N} but the model was trained for "
+                         f"N={model.config.N}")
+    recon = reconstruct_scan(model, scan, payload.execution_config, neighbor_count=cfg.neighbor_count,
+                             n_groups=cfg.n_groups)
+    metrics = metrics_against_truth(recon, scan)
+    paths = save_outputs(recon, Path(cfg.output_dir), metrics, title=Path(cfg.test_data_file).stem)
+    return {"paths": paths, "metrics": metrics, "patterns_per_s": recon.patterns_per_s, "reconstruction": recon,
+            "intensity_scale": params.get("intensity_scale", None)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from ptycho_torch.cli import run_inference_cli
+
+    return run_inference_cli(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

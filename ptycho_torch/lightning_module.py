@@ -1,0 +1,89 @@
+"""Lightning module: physics loss (Poisson NLL / MAE), optional real-space losses, optimiser and LR schedule."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning as L
+import torch
+
+from ptycho.config.config import SUPPORTED_SCHEDULERS, PyTorchExecutionConfig, TrainingConfig
+from ptycho_torch.model import PtychoPINN
+from ptycho_torch.physics import poisson_nll
+
+__all__ = ["PtychoPINNModule", "build_scheduler"]
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_epochs: int) -> Optional[dict[str, Any]]:
+    """The LR scheduler named in the execution config; 'constant' means none. Unknown names are an error."""
+    if name == "constant":
+        return None
+    if name == "cosine":
+        scheduler: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_epochs, 1))
+    elif name == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(total_epochs // 3, 1), gamma=0.3)
+    elif name == "exponential":
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.95)
+    elif name == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+        return {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"}
+    else:
+        raise ValueError(f"unknown scheduler {name!r}; supported: {list(SUPPORTED_SCHEDULERS)}")
+    return {"scheduler": scheduler, "interval": "epoch"}
+
+
+class PtychoPINNModule(L.LightningModule):
+    """Trains ``PtychoPINN``. ``observed_scale`` converts the data's normalised amplitudes to photon counts."""
+
+    def __init__(self, model: PtychoPINN, training: TrainingConfig, execution: PyTorchExecutionConfig,
+                 observed_scale: float) -> None:
+        super().__init__()
+        self.model = model
+        self.training_config = training
+        self.execution = execution
+        self.observed_scale = float(observed_scale)
+        self.supervised = training.model.model_type == "supervised"
+        self.needs_truth = self.supervised or training.realspace_weight > 0 or training.realspace_mae_weight > 0
+
+    def _loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        diffraction, offsets = batch[0], batch[1]
+        truth = batch[2] if len(batch) > 2 else None
+        if self.needs_truth and truth is None:
+            raise ValueError("model_type='supervised' and real-space losses need ground truth (objectGuess or Y)")
+        obj, predicted = self.model(diffraction, offsets)
+        if self.supervised:
+            return (obj - truth).abs().mean()
+        cfg = self.training_config
+        predicted = predicted.float()
+        loss = torch.zeros((), device=diffraction.device)
+        if cfg.nll_weight > 0:
+            loss = loss + cfg.nll_weight * poisson_nll(predicted, diffraction, self.model.intensity_scale,
+                                                       self.observed_scale)
+        if cfg.mae_weight > 0:
+            loss = loss + cfg.mae_weight * (predicted - diffraction).abs().mean()
+        if truth is not None:
+            if cfg.realspace_mae_weight > 0:
+                loss = loss + cfg.realspace_mae_weight * (obj - truth).abs().mean()
+            if cfg.realspace_weight > 0:
+                loss = loss + cfg.realspace_weight * (obj - truth).abs().pow(2).mean()
+        return loss
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=batch[0].shape[0])
+        return loss
+
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=batch[0].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.execution.learning_rate)
+        scheduler = build_scheduler(self.execution.scheduler, optimizer, self.training_config.nepochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

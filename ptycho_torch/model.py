@@ -1,0 +1,129 @@
+"""PtychoPINN network: a CNN encoder with separate amplitude and phase decoders, plus the physics wrapper.
+
+``PtychoPINN`` maps normalised diffraction amplitudes (B, C, N, N) to object patches O = a exp(i phi)
+(amplitude head: the configured activation; phase head: pi * tanh), applies the optional overlap constraint and
+the probe, and predicts the far-field amplitudes the loss compares with the data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ptycho.config.config import ModelConfig
+from ptycho_torch.physics import far_field_amplitude, overlap_constraint
+
+__all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME"]
+
+MODEL_NAME = "autoencoder"
+_ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "softplus": nn.Softplus,
+    "relu": nn.ReLU,
+}
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1), nn.ReLU(inplace=True),
+    )
+
+
+class _Decoder(nn.Module):
+    def __init__(self, widths: list[int], out_channels: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), _block(c_in, c_out)]
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), _block(widths[-1], widths[-1])]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class ObjectNet(nn.Module):
+    """Diffraction amplitudes (B, C, N, N) -> object amplitude and phase (B, C, N, N) each."""
+
+    def __init__(self, channels: int, n_filters_scale: int = 2, amp_activation: str = "sigmoid") -> None:
+        super().__init__()
+        base = 16 * n_filters_scale
+        widths = [base, 2 * base, 4 * base]
+        enc: list[nn.Module] = []
+        c_in = channels
+        for width in widths:
+            enc += [_block(c_in, width), nn.AvgPool2d(2)]
+            c_in = width
+        self.encoder = nn.Sequential(*enc)
+        up_widths = widths[::-1]
+        self.amplitude = _Decoder(up_widths, channels)
+        self.phase = _Decoder(up_widths, channels)
+        self.amp_activation = _ACTIVATIONS[amp_activation]()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(x)
+        amplitude = self.amp_activation(self.amplitude(features))
+        phase = math.pi * torch.tanh(self.phase(features))
+        return amplitude, phase
+
+
+class PtychoPINN(nn.Module):
+    """Network + physics. Buffers/parameters: the normalised probe and log intensity scale travel with the weights."""
+
+    def __init__(self, config: ModelConfig, probe: torch.Tensor, intensity_scale: float,
+                 probe_mask: Optional[torch.Tensor] = None, probe_trainable: bool = False,
+                 intensity_scale_trainable: bool = True) -> None:
+        """``probe`` is already normalised (physics.normalize_probe); ``probe_mask`` zeroes it outside a support."""
+        super().__init__()
+        self.config = config
+        C = config.gridsize ** 2
+        self.net = ObjectNet(C, config.n_filters_scale, config.amp_activation)
+        probe = probe.to(torch.complex64)
+        self.probe_real = nn.Parameter(probe.real.clone(), requires_grad=probe_trainable)
+        self.probe_imag = nn.Parameter(probe.imag.clone(), requires_grad=probe_trainable)
+        mask = torch.ones(probe.shape) if probe_mask is None else probe_mask.to(torch.float32)
+        self.register_buffer("probe_mask", mask, persistent=True)
+        self.log_intensity_scale = nn.Parameter(torch.tensor(math.log(intensity_scale), dtype=torch.float32),
+                                                requires_grad=intensity_scale_trainable)
+        N = config.N
+        object_mask = torch.ones(N, N)
+        if config.pad_object and not config.probe_big:
+            object_mask.zero_()
+            object_mask[N // 4: N - N // 4, N // 4: N - N // 4] = 1
+        self.register_buffer("object_mask", object_mask, persistent=True)
+
+    @property
+    def probe(self) -> torch.Tensor:
+        return torch.complex(self.probe_real, self.probe_imag) * self.probe_mask
+
+    @property
+    def intensity_scale(self) -> torch.Tensor:
+        return self.log_intensity_scale.exp()
+
+    def predict_object(self, diffraction: torch.Tensor) -> torch.Tensor:
+        """Complex object patches (B, C, N, N) from normalised amplitudes, before any overlap constraint."""
+        amplitude, phase = self.net(diffraction)
+        amplitude = amplitude.float() * self.object_mask
+        return torch.polar(amplitude, phase.float())
+
+    def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Object patches with the overlap constraint applied when ``object_big`` (training and inference alike)."""
+        obj = self.predict_object(diffraction)
+        if self.config.object_big and offsets_xy is not None and obj.shape[1] > 1:
+            obj = overlap_constraint(obj, offsets_xy.float())
+        return obj
+
+    def forward(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (object patches, predicted far-field amplitudes), both (B, C, N, N)."""
+        obj = self.object_patches(diffraction, offsets_xy)
+        predicted = far_field_amplitude(obj * self.probe)
+        return obj, predicted
+

@@ -1,0 +1,120 @@
+"""Differentiable ptychographic forward model (see docs/data-contract.md and the physics reference).
+
+Exit wave Psi = O * P, far-field amplitude A = fftshift(|FFT2(Psi)|) / N (orthonormal FFT), photon counts
+lambda = (s * A)^2 with intensity scale s. Measured amplitudes are normalised per scan so that a typical object
+amplitude is O(1): this keeps sigmoid-bounded amplitude heads in range whatever units the file uses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "normalize_probe",
+    "probe_support",
+    "amplitude_normalisation",
+    "intensity_scale",
+    "far_field_amplitude",
+    "poisson_nll",
+    "overlap_constraint",
+    "ENERGY_FRACTION",
+]
+
+#: Normalised patterns carry this fraction of the energy the bare probe would give (|O|^2 ~ 0.5 on average), which
+#: leaves headroom below 1 for bright regions of the object.
+ENERGY_FRACTION = 0.5
+
+
+def probe_support(probe: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """Boolean mask of pixels where |P| is at least ``threshold`` of its maximum."""
+    magnitude = probe.abs()
+    return magnitude >= threshold * magnitude.max()
+
+
+def normalize_probe(probe: torch.Tensor, probe_scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """P / (probe_scale * mean|P| over the support); with ``mask`` the probe is also zeroed outside it."""
+    support = probe_support(probe) if mask is None else mask.bool()
+    mean_magnitude = probe.abs()[support].mean()
+    normalised = probe / (probe_scale * mean_magnitude)
+    return normalised * support if mask is not None else normalised
+
+
+def amplitude_normalisation(diffraction: torch.Tensor, probe: torch.Tensor) -> float:
+    """Factor alpha such that the scan's mean pattern energy becomes ENERGY_FRACTION * sum|P|^2.
+
+    Parseval makes sum|A|^2 = sum|O P|^2, so after this scaling |O| ~ sqrt(ENERGY_FRACTION) on average.
+    """
+    mean_energy = diffraction.double().pow(2).sum(dim=(-2, -1)).mean()
+    target = ENERGY_FRACTION * probe.abs().double().pow(2).sum()
+    return float(torch.sqrt(target / mean_energy))
+
+
+def intensity_scale(normalised_diffraction: torch.Tensor, nphotons: float) -> float:
+    """s = sqrt(nphotons / mean sum A^2): maps normalised amplitudes to photon counts per pattern."""
+    mean_energy = float(normalised_diffraction.double().pow(2).sum(dim=(-2, -1)).mean())
+    if mean_energy <= 0:
+        N = normalised_diffraction.shape[-1]
+        return math.sqrt(nphotons) / (N / 2)
+    return math.sqrt(nphotons / mean_energy)
+
+
+def far_field_amplitude(exit_wave: torch.Tensor) -> torch.Tensor:
+    """|FFT2(Psi)|/N, DC centred; the orthonormal FFT makes sum A^2 = sum |Psi|^2."""
+    spectrum = torch.fft.fft2(exit_wave, norm="ortho")
+    return torch.fft.fftshift(spectrum.abs(), dim=(-2, -1))
+
+
+def poisson_nll(predicted: torch.Tensor, observed: torch.Tensor, predicted_scale: torch.Tensor,
+                observed_scale: float) -> torch.Tensor:
+    """Mean Poisson deviance of counts k = (s_obs A_obs)^2 under rate lambda = (s_pred A_pred)^2.
+
+    This is the negative log-likelihood lambda - k log lambda minus its value at the perfect fit lambda = k, so it
+    has the same gradients, is >= 0 and reads 0 for a perfect model (easier to follow in logs).
+    """
+    rate = (predicted_scale * predicted).pow(2) + 1e-8
+    counts = (observed_scale * observed).pow(2)
+    return (rate - counts - torch.xlogy(counts, rate / counts.clamp_min(1e-8))).mean()
+
+
+def _translate(images: torch.Tensor, shifts_xy: torch.Tensor) -> torch.Tensor:
+    """Shift real images (B, K, H, W) by (dx, dy) pixels each (B, K, 2) with bilinear interpolation, zeros outside."""
+    B, K, H, W = images.shape
+    flat = images.reshape(B * K, 1, H, W)
+    shifts = shifts_xy.reshape(B * K, 2).to(images.dtype)
+    theta = torch.zeros(B * K, 2, 3, dtype=images.dtype, device=images.device)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    # grid_sample samples the input at the output location + offset, so a shift by +d samples at -d.
+    theta[:, 0, 2] = -2 * shifts[:, 0] / W
+    theta[:, 1, 2] = -2 * shifts[:, 1] / H
+    grid = F.affine_grid(theta, (B * K, 1, H, W), align_corners=False)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(B, K, H, W)
+
+
+def overlap_constraint(patches: torch.Tensor, offsets_xy: torch.Tensor) -> torch.Tensor:
+    """Real-space overlap constraint for a group of C neighbouring patches (``object_big``).
+
+    Places the C predicted patches (B, C, N, N) at their offsets from the group centre on one shared canvas,
+    averages where they overlap, and re-extracts each patch: every member then agrees with its neighbours on the
+    shared object, which is what lets the physics loss pin down the object.
+    """
+    B, C, N, _ = patches.shape
+    if C == 1:
+        return patches
+    pad = int(math.ceil(float(offsets_xy.abs().max()))) + 1
+    canvas_size = N + 2 * pad
+    parts = torch.cat([patches.real, patches.imag, torch.ones_like(patches.real)], dim=1)  # (B, 3C, N, N)
+    padded = F.pad(parts, (pad, pad, pad, pad))
+    offsets3 = offsets_xy.repeat(1, 3, 1)
+    placed = _translate(padded, offsets3).reshape(B, 3, C, canvas_size, canvas_size).sum(dim=2)
+    weight = placed[:, 2:3].clamp_min(1e-3)
+    merged = torch.cat([placed[:, 0:1] / weight, placed[:, 1:2] / weight], dim=1)  # (B, 2, S, S)
+    merged = merged.repeat_interleave(C, dim=1)  # (B, 2C, S, S): real parts then imag parts per member
+    back = _translate(merged, -offsets_xy.repeat(1, 2, 1))
+    cropped = back[..., pad:pad + N, pad:pad + N]
+    return torch.complex(cropped[:, :C], cropped[:, C:])

@@ -1,0 +1,98 @@
+"""Lightning Trainer from the execution config: the one place execution knobs become Trainer arguments.
+
+The launcher's job planner calls ``trainer_arguments`` too, so the Slurm request (nodes, tasks per node) and the
+Trainer (num_nodes, devices) are derived from the same values and cannot disagree.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+
+from ptycho.config.config import PyTorchExecutionConfig
+from ptycho.errors import PtychoInputError
+
+__all__ = ["trainer_arguments", "build_trainer", "build_logger", "CHECKPOINT_DIR", "TENSORBOARD_DIR"]
+
+CHECKPOINT_DIR = "checkpoints"
+TENSORBOARD_DIR = "tb"
+
+
+def trainer_arguments(execution: PyTorchExecutionConfig) -> dict[str, Any]:
+    """JSON-safe Trainer keyword arguments (hardware, parallelism, numerics, optimisation)."""
+    return {
+        "accelerator": "gpu" if execution.accelerator == "cuda" else execution.accelerator,
+        "devices": execution.n_devices,
+        "num_nodes": execution.nodes,
+        "strategy": execution.strategy,
+        "precision": execution.precision,
+        "deterministic": execution.deterministic,
+        "gradient_clip_val": execution.gradient_clip_val,
+        "accumulate_grad_batches": execution.accum_steps,
+        "enable_progress_bar": execution.enable_progress_bar,
+        "enable_checkpointing": execution.enable_checkpointing,
+    }
+
+
+def build_logger(execution: PyTorchExecutionConfig, output_dir: Path) -> Any:
+    """TensorBoard under ``output_dir/tb`` by default; csv; mlflow only when installed and not disabled."""
+    backend = execution.logger_backend
+    if backend is None:
+        return False
+    if backend == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(output_dir), name=TENSORBOARD_DIR, version="")
+    if backend == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(output_dir), name="csv", version="")
+    if execution.disable_mlflow:
+        return False
+    if importlib.util.find_spec("mlflow") is None:
+        raise PtychoInputError(
+            "logger_backend='mlflow' needs the mlflow package: pip install mlflow "
+            "(or choose --logger tensorboard/csv/none)"
+        )
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return MLFlowLogger(experiment_name="ptychopinn", tracking_uri=f"file:{output_dir / 'mlruns'}")
+
+
+def build_callbacks(execution: PyTorchExecutionConfig, output_dir: Path, has_validation: bool) -> list[Callback]:
+    callbacks: list[Callback] = []
+    monitor: Optional[str] = execution.checkpoint_monitor_metric
+    if monitor == "val_loss" and not has_validation:
+        monitor = "train_loss"
+    if execution.enable_checkpointing:
+        callbacks.append(ModelCheckpoint(
+            dirpath=str(output_dir / CHECKPOINT_DIR),
+            filename="epoch{epoch:03d}-step{step:06d}",
+            auto_insert_metric_name=False,
+            monitor=monitor,
+            save_top_k=execution.checkpoint_save_top_k,
+            save_last=True,
+        ))
+    if execution.early_stop_patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor, patience=execution.early_stop_patience))
+    if execution.enable_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    return callbacks
+
+
+def build_trainer(execution: PyTorchExecutionConfig, output_dir: Path, max_epochs: int, has_validation: bool,
+                  plugins: Optional[list[Any]] = None) -> L.Trainer:
+    return L.Trainer(
+        **trainer_arguments(execution),
+        max_epochs=max_epochs,
+        logger=build_logger(execution, output_dir),
+        callbacks=build_callbacks(execution, output_dir, has_validation),
+        default_root_dir=str(output_dir),
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        plugins=plugins,
+    )

@@ -1,0 +1,162 @@
+"""Training workflow: factory payload in, trained model + bundle (+ optional reconstruction) out.
+
+The workflow takes the payload and nothing else: every knob comes from the configs the factory built, so a CLI
+run, a launcher rank and a notebook behave identically for equal payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from ptycho import params
+from ptycho.data_contract import ScanData
+from ptycho.grouping import GroupedData, group_scan
+from ptycho_torch.bundle import write_bundle
+from ptycho_torch.config_factory import TrainingPayload
+from ptycho_torch.data import GroupedTensors, PtychoDataModule, to_tensors
+from ptycho_torch.lightning_module import PtychoPINNModule
+from ptycho_torch.model import MODEL_NAME, PtychoPINN
+from ptycho_torch.physics import normalize_probe, probe_support
+from ptycho_torch.trainer import build_trainer
+
+__all__ = ["train_cdi_model_torch", "run_cdi_example_torch", "group_for_training", "LossHistory"]
+
+log = logging.getLogger(__name__)
+VALIDATION_FRACTION = 0.1
+
+
+class LossHistory(Callback):
+    """Epoch-level losses and throughput, kept for the results dict and the run summary."""
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+        self.samples = 0
+        self.fit_seconds = 0.0
+        self._start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.samples += int(batch[0].shape[0])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        for key in self.history:
+            if key in trainer.callback_metrics:
+                self.history[key].append(float(trainer.callback_metrics[key]))
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.fit_seconds = time.perf_counter() - self._start
+
+
+def _grouping_seed(payload: TrainingPayload) -> int:
+    """A fixed seed is required: every DDP rank must draw the same groups."""
+    seed = payload.tf_training_config.subsample_seed
+    return payload.execution_config.seed if seed is None else seed
+
+
+def group_for_training(scan: ScanData, payload: TrainingPayload, n_groups: Optional[int] = None) -> GroupedData:
+    cfg = payload.tf_training_config
+    return group_scan(
+        scan,
+        n_groups=n_groups or cfg.n_groups,
+        gridsize=cfg.model.gridsize,
+        neighbor_count=cfg.neighbor_count,
+        n_subsample=cfg.n_subsample,
+        subsample_seed=_grouping_seed(payload),
+        sequential_sampling=cfg.sequential_sampling,
+    )
+
+
+def _split(tensors: GroupedTensors, seed: int) -> tuple[GroupedTensors, GroupedTensors]:
+    """Hold out VALIDATION_FRACTION of the groups (at least one) when no test scan is given."""
+    n = len(tensors)
+    n_val = max(1, int(round(n * VALIDATION_FRACTION))) if n > 1 else 0
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = order[:n_val], order[n_val:] if n_val else order
+
+    def take(idx: torch.Tensor) -> GroupedTensors:
+        return GroupedTensors(
+            diffraction=tensors.diffraction[idx], offsets=tensors.offsets[idx], positions=tensors.positions[idx],
+            Y=None if tensors.Y is None else tensors.Y[idx], alpha=tensors.alpha,
+            intensity_scale=tensors.intensity_scale,
+        )
+
+    return take(train_idx), take(val_idx if n_val else train_idx)
+
+
+def _probe(scan: ScanData, payload: TrainingPayload) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    model_cfg = payload.tf_training_config.model
+    raw = torch.from_numpy(np.asarray(scan.probe, dtype=np.complex64))
+    mask = probe_support(raw) if model_cfg.probe_mask else None
+    return normalize_probe(raw, model_cfg.probe_scale, mask), mask
+
+
+def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
+                          plugins: Optional[list[Any]] = None) -> dict[str, Any]:
+    """Train on ``train_data`` (validating on ``test_data`` or a held-out 10%), write the bundle on rank zero.
+
+    Returns a results dict: model, trainer, history, intensity_scale, bundle_path (None off rank zero),
+    train_samples_per_s.
+    """
+    cfg, execution = payload.tf_training_config, payload.execution_config
+    L.seed_everything(execution.seed, workers=True)
+    probe, mask = _probe(train_data, payload)
+    train_tensors = to_tensors(group_for_training(train_data, payload), probe, cfg.nphotons)
+    if test_data is not None:
+        n_val = min(test_data.n_positions, max(16, cfg.n_groups // 8))
+        val_tensors = to_tensors(group_for_training(test_data, payload, n_val), probe, cfg.nphotons)
+    else:
+        train_tensors, val_tensors = _split(train_tensors, execution.seed)
+    if train_tensors.Y is None and (cfg.model.model_type == "supervised" or cfg.realspace_weight > 0
+                                    or cfg.realspace_mae_weight > 0):
+        raise ValueError(f"{train_data.source}: model_type='supervised' and real-space losses need objectGuess "
+                         "or Y in the training file")
+
+    model = PtychoPINN(cfg.model, probe, train_tensors.intensity_scale, mask,
+                       probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
+    module = PtychoPINNModule(model, cfg, execution, observed_scale=train_tensors.intensity_scale)
+    data = PtychoDataModule(train_tensors, val_tensors, cfg.batch_size, execution, execution.seed)
+    history = LossHistory()
+    trainer = build_trainer(execution, cfg.output_dir, cfg.nepochs, has_validation=True, plugins=plugins)
+    trainer.callbacks.append(history)
+    trainer.fit(module, datamodule=data)
+
+    scale = float(model.intensity_scale.detach())
+    params.cfg["intensity_scale"] = scale
+    bundle_path = None
+    if trainer.is_global_zero:
+        bundle_path = write_bundle(cfg.output_dir, {MODEL_NAME: model.state_dict()}, cfg, execution,
+                                   dict(params.cfg))
+        log.info("wrote %s", bundle_path)
+    return {
+        "model": model,
+        "trainer": trainer,
+        "history": history.history,
+        "intensity_scale": scale,
+        "bundle_path": bundle_path,
+        "train_samples_per_s": history.samples / history.fit_seconds if history.fit_seconds else 0.0,
+        "train_seconds": history.fit_seconds,
+    }
+
+
+def run_cdi_example_torch(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
+                          do_stitching: bool = True) -> tuple[Optional[np.ndarray], Optional[np.ndarray], dict]:
+    """Train, then (rank zero, with a test scan) reconstruct it: returns (amplitude, phase, results)."""
+    from ptycho_torch.inference import reconstruct_scan
+
+    results = train_cdi_model_torch(train_data, test_data, payload)
+    if not do_stitching or test_data is None or not results["trainer"].is_global_zero:
+        return None, None, results
+    recon = reconstruct_scan(results["model"], test_data, payload.execution_config,
+                             neighbor_count=payload.tf_training_config.neighbor_count)
+    results["reconstruction"] = recon
+    return np.abs(recon.object), np.angle(recon.object), results

@@ -1,0 +1,66 @@
+"""Shared pytest fixtures.
+
+``slurm_cluster``: the real Slurm cluster that ``.ci/run`` starts (``bash .ci/slurm-cluster.sh up``). The fixture
+never starts one itself. Outside CI a missing cluster skips the test; in CI (``CI=true``) it fails it, so a
+broken cluster can never turn the Slurm tests into silent skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NO_SLURM = "no Slurm cluster (start one with: bash .ci/slurm-cluster.sh up)"
+_USABLE_STATES = ("idle", "mix", "alloc", "comp")  # sinfo %t prefixes of nodes that can run jobs
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    nodes: tuple[str, ...]  # node names that can run jobs now
+
+
+def _usable_nodes(timeout: float = 5.0) -> tuple[str, ...]:
+    """Nodes that ``sinfo`` reports as usable; () if sinfo is missing, hangs or fails."""
+    if shutil.which("sinfo") is None:
+        return ()
+    try:
+        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True,
+                             timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    if res.returncode != 0:
+        return ()
+    nodes = []
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].startswith(_USABLE_STATES) and parts[0] not in nodes:
+            nodes.append(parts[0])
+    return tuple(nodes)
+
+
+def slurm_available(timeout: float = 5.0) -> bool:
+    """True when ``sinfo`` answers within ``timeout`` seconds and at least one node can run jobs."""
+    return bool(_usable_nodes(timeout))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> SlurmCluster:
+    nodes = _usable_nodes()
+    if not nodes:
+        if os.environ.get("CI") == "true":
+            pytest.fail(NO_SLURM, pytrace=False)
+        pytest.skip(NO_SLURM)
+    return SlurmCluster(nodes=nodes)
+
+
+@pytest.fixture
+def tmp_run_dir(tmp_path: Path) -> Path:
+    """An empty run directory (for CLIs and launchers that write outputs, logs and checkpoints)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    return run_dir
