@@ -55,12 +55,17 @@ class ScanData:
 
     def nphotons_from_metadata(self) -> float | None:
         """Photon count the producer recorded; the data itself is normalised amplitude and never carries it."""
-        physics = self.metadata.get("physics_parameters")
-        if isinstance(physics, dict) and physics.get("nphotons") is not None:
-            return float(physics["nphotons"])
-        if self.metadata.get("nphotons") is not None:
-            return float(self.metadata["nphotons"])
-        return None
+        return nphotons_in_metadata(self.metadata)
+
+
+def nphotons_in_metadata(metadata: dict) -> float | None:
+    """``physics_parameters.nphotons`` (or a top-level ``nphotons`` from older producers), else None."""
+    physics = metadata.get("physics_parameters")
+    if isinstance(physics, dict) and physics.get("nphotons") is not None:
+        return float(physics["nphotons"])
+    if metadata.get("nphotons") is not None:
+        return float(metadata["nphotons"])
+    return None
 
 
 @contextmanager

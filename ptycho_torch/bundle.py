@@ -19,6 +19,7 @@ import io
 import json
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
@@ -45,6 +46,7 @@ FORMAT_NAME = "ptychopinn-bundle"
 FORMAT_VERSION = 1
 BACKEND = "pytorch"
 _JSON_MEMBERS = ("manifest.json", "configs.json", "params.json")
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error)
 
 
 @dataclass
@@ -95,7 +97,7 @@ def _read_json(archive: zipfile.ZipFile, name: str, path: Path) -> Any:
         raw = archive.read(name)
     except KeyError:
         raise BundleError(f"{path}: bundle member {name!r} is missing; the archive is incomplete") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # CRC mismatch, truncated data
+    except _ARCHIVE_ERRORS as exc:  # CRC mismatch, truncated or damaged compressed data
         raise BundleError(f"{path}: bundle member {name!r} is corrupt ({exc})") from None
     try:
         return json.loads(raw)
@@ -197,12 +199,13 @@ def read_bundle(model_path: Union[str, Path], map_location: Optional[str] = "cpu
                 raw = archive.read(member)
             except KeyError:
                 raise BundleError(f"{path}: weights {member!r} listed in the manifest are missing") from None
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            except _ARCHIVE_ERRORS as exc:
                 raise BundleError(f"{path}: weights {member!r} are corrupt ({exc})") from None
             try:
                 state_dicts[name] = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any failure to unpickle tensors means a bad bundle
-                raise BundleError(f"{path}: weights {member!r} could not be loaded safely ({exc})") from None
+                raise BundleError(f"{path}: weights {member!r} could not be loaded safely: they hold more than "
+                                  f"plain tensors ({_first_reason(exc)})") from None
     return BundleContents(
         path=path,
         manifest=manifest,
@@ -240,3 +243,14 @@ def load_torch_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]
     info = {"manifest": contents.manifest, "training_config": cfg, "execution_config": contents.execution_config,
             "legacy_params": contents.legacy_params, "path": contents.path}
     return model, info
+
+
+def _first_reason(exc: Exception) -> str:
+    """The informative part of torch's weights_only refusal, e.g. 'Unsupported global: GLOBAL pkg.Class'.
+
+    torch's own text spans several lines and suggests weights_only=False, which we never want to recommend.
+    """
+    import re
+
+    found = re.search(r"Unsupported (?:global|operand)[^.\n]*?(?:GLOBAL [\w.]+|\d+)", str(exc))
+    return found.group(0) if found else f"refused by the weights_only loader: {type(exc).__name__}"

@@ -79,6 +79,7 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
     parser.add_argument("--gradient_clip_val", type=float, default=s)
     parser.add_argument("--accumulate_grad_batches", dest="accum_steps", type=int, default=s)
     parser.add_argument("--early_stop_patience", type=int, default=s)
+    parser.add_argument("--max_minutes", type=float, default=s, help="stop training after this wall time")
     parser.add_argument("--checkpoint_save_top_k", type=int, default=s)
     parser.add_argument("--logger", dest="logger_backend", type=_logger, default=s,
                         help="tensorboard (default), csv, mlflow or none")

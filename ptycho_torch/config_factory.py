@@ -30,7 +30,7 @@ from ptycho.config.config import (
     PyTorchExecutionConfig,
     TrainingConfig,
 )
-from ptycho.data_contract import read_metadata, read_probe_size
+from ptycho.data_contract import nphotons_in_metadata, read_metadata, read_probe_size
 from ptycho_torch import config_params as pt
 from ptycho_torch.bundle import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
 from ptycho_torch.config_bridge import to_inference_config, to_training_config
@@ -152,9 +152,9 @@ def infer_probe_size(data_file: PathLike) -> int:
 def _resolve_nphotons(overrides: Mapping[str, Any], data_file: Path) -> tuple[float, str]:
     if overrides.get("nphotons") is not None:
         return float(overrides["nphotons"]), "overrides"
-    physics = read_metadata(data_file).get("physics_parameters", {})
-    if isinstance(physics, Mapping) and physics.get("nphotons") is not None:
-        return float(physics["nphotons"]), f"metadata of {data_file.name}"
+    recorded = nphotons_in_metadata(read_metadata(data_file))
+    if recorded is not None:
+        return recorded, f"metadata of {data_file.name}"
     return CANONICAL_DEFAULT_NPHOTONS, "canonical default"
 
 
@@ -298,7 +298,7 @@ def create_inference_payload(
     merged = {k: v for k, v in trained_model.to_dict().items()}
     merged.update({k: v for k, v in overrides.items() if k in _MODEL_KEYS})
     merged["neighbor_count"] = overrides.get("neighbor_count", trained.neighbor_count)
-    nphotons = float(overrides.get("nphotons", trained.nphotons))
+    nphotons = trained.nphotons  # the dose the model's intensity scale was trained for
     data, model = _torch_configs(merged, int(merged["N"]), nphotons)
     inference = pt.InferenceConfig(
         n_groups=overrides.get("n_groups"),

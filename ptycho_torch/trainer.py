@@ -7,6 +7,7 @@ Trainer (num_nodes, devices) are derived from the same values and cannot disagre
 from __future__ import annotations
 
 import importlib.util
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,6 +37,10 @@ def trainer_arguments(execution: PyTorchExecutionConfig) -> dict[str, Any]:
         "enable_progress_bar": execution.enable_progress_bar,
         "enable_checkpointing": execution.enable_checkpointing,
     }
+
+
+def _max_time(execution: PyTorchExecutionConfig) -> Optional[timedelta]:
+    return None if execution.max_minutes is None else timedelta(minutes=execution.max_minutes)
 
 
 def build_logger(execution: PyTorchExecutionConfig, output_dir: Path) -> Any:
@@ -89,6 +94,7 @@ def build_trainer(execution: PyTorchExecutionConfig, output_dir: Path, max_epoch
     return L.Trainer(
         **trainer_arguments(execution),
         max_epochs=max_epochs,
+        max_time=_max_time(execution),
         logger=build_logger(execution, output_dir),
         callbacks=build_callbacks(execution, output_dir, has_validation),
         default_root_dir=str(output_dir),

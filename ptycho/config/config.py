@@ -293,6 +293,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     ``middle_trim`` is the side (pixels) of the central window of each predicted patch kept when stitching;
     0 selects the probe-weighted window |P|^2 instead. ``pad_eval`` makes the stitched canvas cover every patch in
     full rather than only the box of scan centres. ``inference_batch_size=None`` picks a batch size automatically.
+    ``max_minutes`` stops training after that wall time (a CPU/GPU budget); ``seed`` seeds everything.
     """
 
     accelerator: str = "auto"
@@ -320,6 +321,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     middle_trim: int = 32
     pad_eval: bool = True
     seed: int = 42
+    max_minutes: Optional[float] = None
 
     _checks: ClassVar[dict[str, Check]] = {
         "accelerator": _one_of(ACCELERATORS),
@@ -347,6 +349,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
         "middle_trim": _int_at_least(0),
         "pad_eval": _is_bool,
         "seed": _int_at_least(0),
+        "max_minutes": _number_at_least(0, optional=True, strict=True),
     }
 
     def _validate_together(self) -> None:

@@ -33,19 +33,22 @@ VALIDATION_FRACTION = 0.1
 
 
 class LossHistory(Callback):
-    """Epoch-level losses and throughput, kept for the results dict and the run summary."""
+    """Epoch-level losses and training throughput (time inside training epochs only, validation excluded)."""
 
     def __init__(self) -> None:
         self.history: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
         self.samples = 0
-        self.fit_seconds = 0.0
-        self._start = 0.0
+        self.train_seconds = 0.0
+        self._last = 0.0
 
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        now = time.perf_counter()
+        self.train_seconds += now - self._last
+        self._last = now
         self.samples += int(batch[0].shape[0])
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -53,8 +56,9 @@ class LossHistory(Callback):
             if key in trainer.callback_metrics:
                 self.history[key].append(float(trainer.callback_metrics[key]))
 
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.fit_seconds = time.perf_counter() - self._start
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds else 0.0
 
 
 def _grouping_seed(payload: TrainingPayload) -> int:
@@ -143,8 +147,8 @@ def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], p
         "history": history.history,
         "intensity_scale": scale,
         "bundle_path": bundle_path,
-        "train_samples_per_s": history.samples / history.fit_seconds if history.fit_seconds else 0.0,
-        "train_seconds": history.fit_seconds,
+        "train_samples_per_s": history.samples_per_s,
+        "train_seconds": history.train_seconds,
     }
 
 
