@@ -82,49 +82,51 @@ def stitch_patches(
 
     # The canvas carries a one-pixel border and every tap index is clamped into it: off-canvas samples pile up in
     # the border, which is dropped at the end. That clips without boolean masks or data-dependent shapes (no device
-    # sync per chunk). Channels are (Re O·W, Im O·W, W), so one scatter per chunk accumulates numerator and weight.
+    # sync per chunk). Channels are (Re O·W, Im O·W, W), so one scatter per chunk accumulates numerator and weight;
+    # channels-first keeps the dense bilinear split vectorised along contiguous rows.
     padded_w = width + 2
-    acc = torch.zeros((height + 2) * padded_w, 3, dtype=torch.float32, device=device)
+    acc = torch.zeros(3, (height + 2) * padded_w, dtype=torch.float32, device=device)
     taps = torch.arange(n + 1, device=device)
     for start in range(0, n_patches, chunk_size):
         sl = slice(start, start + chunk_size)
-        patch = patches[sl]
-        w = weights[sl] if weights.ndim == 3 else weights.expand(patch.shape)
-        chan = torch.empty(*patch.shape, 3, dtype=torch.float32, device=device)
+        patch = patches[sl].detach()  # stitching is inference-only; out= kernels refuse tensors that track grads
+        w = weights[sl, None] if weights.ndim == 3 else weights
+        chan = torch.empty(patch.shape[0], 3, n, n, dtype=torch.float32, device=device)
         if patch.is_complex():
-            torch.mul(torch.view_as_real(patch.to(torch.complex64)), w[..., None], out=chan[..., :2])
+            torch.mul(torch.view_as_real(patch.to(torch.complex64)).permute(0, 3, 1, 2), w, out=chan[:, :2])
         else:
-            torch.mul(patch.to(torch.float32), w, out=chan[..., 0])
-            chan[..., 1] = 0
-        chan[..., 2] = w
+            torch.mul(patch.to(torch.float32)[:, None], w, out=chan[:, :1])
+            chan[:, 1] = 0
+        chan[:, 2:] = w
         rows = ((r_int[sl, None] + taps).clamp_(-1, height) + 1) * padded_w
         cols = (c_int[sl, None] + taps).clamp_(-1, width) + 1
         idx = (rows[:, :, None] + cols[:, None, :]).reshape(-1)
-        acc.index_add_(0, idx, _splat(chan, fr[sl, None, None, None], fc[sl, None, None, None]).reshape(-1, 3))
+        spread = _splat(chan, fr[sl, None, None, None], fc[sl, None, None, None])
+        acc.index_add_(1, idx, spread.transpose(0, 1).reshape(3, -1))
 
-    acc = acc.reshape(height + 2, padded_w, 3)[1:-1, 1:-1]
-    weight = acc[..., 2].contiguous()
+    acc = acc.reshape(3, height + 2, padded_w)[:, 1:-1, 1:-1]
+    weight = acc[2].contiguous()
     covered = weight > eps
-    obj = torch.complex(acc[..., 0], acc[..., 1]) / (weight + eps)
+    obj = torch.complex(acc[0], acc[1]) / (weight + eps)
     obj = torch.where(covered, obj, torch.zeros_like(obj))
     return StitchResult(object=obj, weight=weight, covered=covered, origin=origin)
 
 
 def _splat(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spread (B, N, N, C) values onto a local (B, N+1, N+1, C) grid with bilinear weights (row fraction a, column b).
+    """Spread (B, C, N, N) values onto a local (B, C, N+1, N+1) grid with bilinear weights (row fraction a, column b).
 
     This is the transpose of extract_patches' interpolation. Splitting densely first means one integer-offset
     scatter per patch instead of four; the in-place out=/addcmul_ forms avoid temporaries, which dominate the cost.
     """
-    bsz, n, _, ch = t.shape
-    rows = t.new_empty(bsz, n + 1, n, ch)
-    torch.mul(t, 1 - a, out=rows[:, :-1])
-    rows[:, -1] = 0
-    rows[:, 1:].addcmul_(t, a)
-    out = t.new_empty(bsz, n + 1, n + 1, ch)
-    torch.mul(rows, 1 - b, out=out[:, :, :-1])
-    out[:, :, -1] = 0
-    out[:, :, 1:].addcmul_(rows, b)
+    bsz, ch, n, _ = t.shape
+    rows = t.new_empty(bsz, ch, n + 1, n)
+    torch.mul(t, 1 - a, out=rows[:, :, :-1])
+    rows[:, :, -1] = 0
+    rows[:, :, 1:].addcmul_(t, a)
+    out = t.new_empty(bsz, ch, n + 1, n + 1)
+    torch.mul(rows, 1 - b, out=out[..., :-1])
+    out[..., -1] = 0
+    out[..., 1:].addcmul_(rows, b)
     return out
 
 
@@ -144,7 +146,7 @@ def _window(
             raise PtychoInputError(
                 f"stitch_patches: window must be ({n}, {n}) or ({n_patches}, {n}, {n}), got {tuple(window.shape)}"
             )
-        return window.to(device=device, dtype=torch.float32)
+        return window.detach().to(device=device, dtype=torch.float32)
     if window not in ("central", "probe"):
         raise PtychoInputError(f"stitch_patches: window must be 'central', 'probe' or a tensor, got {window!r}")
     if window == "probe" or middle_trim == 0:
@@ -152,7 +154,7 @@ def _window(
             raise PtychoInputError("stitch_patches: the probe window (window='probe' or middle_trim=0) needs probe=")
         if tuple(probe.shape) != (n, n):
             raise PtychoInputError(f"stitch_patches: probe must be ({n}, {n}), got {tuple(probe.shape)}")
-        intensity = probe.to(device).abs().to(torch.float32) ** 2
+        intensity = probe.detach().to(device).abs().to(torch.float32) ** 2
         peak = intensity.max()
         if not bool(peak > 0):
             raise PtychoInputError("stitch_patches: probe is zero everywhere, so its window weights nothing")
