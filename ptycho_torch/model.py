@@ -74,6 +74,23 @@ class ObjectNet(nn.Module):
         return amplitude, phase
 
 
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    return g / g.sum()
+
+
+def _smooth(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with reflected borders."""
+    B, C, H, W = images.shape
+    r = kernel.numel() // 2
+    x = torch.nn.functional.pad(images.reshape(B * C, 1, H, W), (r, r, r, r), mode="reflect")
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))
+    x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
+    return x.reshape(B, C, H, W)
+
+
 class PtychoPINN(nn.Module):
     """Network + physics. Buffers/parameters: the normalised probe and log intensity scale travel with the weights."""
 
@@ -98,6 +115,9 @@ class PtychoPINN(nn.Module):
             object_mask.zero_()
             object_mask[N // 4: N - N // 4, N // 4: N - N // 4] = 1
         self.register_buffer("object_mask", object_mask, persistent=True)
+        sigma = config.gaussian_smoothing_sigma
+        self.smoothing_kernel: Optional[torch.Tensor]
+        self.register_buffer("smoothing_kernel", _gaussian_kernel(sigma) if sigma > 0 else None, persistent=False)
 
     @property
     def probe(self) -> torch.Tensor:
@@ -108,10 +128,16 @@ class PtychoPINN(nn.Module):
         return self.log_intensity_scale.exp()
 
     def predict_object(self, diffraction: torch.Tensor) -> torch.Tensor:
-        """Complex object patches (B, C, N, N) from normalised amplitudes, before any overlap constraint."""
+        """Complex object patches (B, C, N, N) from normalised amplitudes, before any overlap constraint.
+
+        With ``gaussian_smoothing_sigma > 0`` amplitude and phase are low-pass filtered, a prior against
+        high-frequency artefacts at low dose.
+        """
         amplitude, phase = self.net(diffraction)
-        amplitude = amplitude.float() * self.object_mask
-        return torch.polar(amplitude, phase.float())
+        amplitude, phase = amplitude.float(), phase.float()
+        if self.smoothing_kernel is not None:
+            amplitude, phase = _smooth(amplitude, self.smoothing_kernel), _smooth(phase, self.smoothing_kernel)
+        return torch.polar(amplitude * self.object_mask, phase)
 
     def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Object patches with the overlap constraint applied when ``object_big`` (training and inference alike)."""

@@ -131,3 +131,22 @@ def test_gridsize_two_applies_overlap_constraint_only_with_offsets_and_object_bi
         assert not torch.allclose(big.object_patches(diffraction, offsets), raw)
         assert torch.equal(big.object_patches(diffraction, None), raw)
         assert torch.equal(small.object_patches(diffraction, offsets), small.predict_object(diffraction))
+
+
+def test_gaussian_smoothing_sigma_low_passes_the_object():
+    import torch
+
+    from ptycho.config.config import ModelConfig
+    from ptycho_torch.model import PtychoPINN
+
+    torch.manual_seed(0)
+    probe = torch.ones(64, 64, dtype=torch.complex64)
+    sharp = PtychoPINN(ModelConfig(n_filters_scale=1), probe, 1.0)
+    smooth = PtychoPINN(ModelConfig(n_filters_scale=1, gaussian_smoothing_sigma=2.0), probe, 1.0)
+    smooth.load_state_dict(sharp.state_dict())
+    x = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        a, b = sharp.predict_object(x), smooth.predict_object(x)
+    roughness = lambda o: (o.abs()[..., 1:] - o.abs()[..., :-1]).abs().mean()  # noqa: E731
+    assert roughness(b) < 0.5 * roughness(a)
+    assert b.shape == a.shape
