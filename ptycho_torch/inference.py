@@ -6,8 +6,6 @@ the payload comes from the config factory like every other run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time

@@ -64,3 +64,14 @@ def tmp_run_dir(tmp_path: Path) -> Path:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     return run_dir
+
+
+def write_scan_pair(root, n_train: int, n_test: int, seeds: tuple[int, int]) -> dict:
+    """A small training scan and a held-out scan of a different object (other seed), saved as NPZ."""
+    from ptycho.data_contract import save_scan
+    from ptycho.simulate import simulate_scan
+
+    paths = {"train": root / "train.npz", "test": root / "test.npz"}
+    save_scan(paths["train"], simulate_scan(N=64, object_size=128, n_positions=n_train, seed=seeds[0]))
+    save_scan(paths["test"], simulate_scan(N=64, object_size=128, n_positions=n_test, seed=seeds[1]))
+    return paths

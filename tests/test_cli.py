@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_scan_pair
 import torch
 
-from ptycho.data_contract import save_scan
-from ptycho.simulate import simulate_scan
 from ptycho_torch import config_factory
 from ptycho_torch.cli import run_inference_cli, run_training_cli
 
@@ -24,11 +23,7 @@ TINY_TRAIN = ["--nepochs", "1", "--batch_size", "8", "--n_filters_scale", "1", "
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("cli_scans")
-    paths = {"train": root / "train.npz", "test": root / "test.npz"}
-    save_scan(paths["train"], simulate_scan(N=64, object_size=128, n_positions=16, seed=11))
-    save_scan(paths["test"], simulate_scan(N=64, object_size=128, n_positions=9, seed=12))
-    return paths
+    return write_scan_pair(tmp_path_factory.mktemp("cli_scans"), 16, 9, seeds=(11, 12))
 
 
 def _run(cli, argv: list[str]) -> tuple[int, str, str]:

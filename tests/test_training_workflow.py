@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_scan_pair
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -20,9 +21,8 @@ from ptycho.config.config import (
     PyTorchExecutionConfig,
     TrainingConfig,
 )
-from ptycho.data_contract import load_scan, save_scan
+from ptycho.data_contract import load_scan
 from ptycho.errors import PtychoInputError
-from ptycho.simulate import simulate_scan
 from ptycho_torch import inference as inference_module
 from ptycho_torch import trainer as trainer_module
 from ptycho_torch.bundle import BUNDLE_NAME, load_torch_bundle
@@ -44,11 +44,7 @@ TINY = {"gridsize": 2, "nepochs": 2, "batch_size": 8, "n_filters_scale": 1}
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory) -> dict[str, Path]:
     """A small training scan and a test scan of a *different* object (other seed), saved as NPZ."""
-    root = tmp_path_factory.mktemp("scans")
-    paths = {"train": root / "train.npz", "test": root / "test.npz"}
-    save_scan(paths["train"], simulate_scan(N=64, object_size=128, n_positions=25, seed=1))
-    save_scan(paths["test"], simulate_scan(N=64, object_size=128, n_positions=16, seed=2))
-    return paths
+    return write_scan_pair(tmp_path_factory.mktemp("scans"), 25, 16, seeds=(1, 2))
 
 
 @pytest.fixture(scope="module")
