@@ -16,27 +16,12 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.errors import PtychoInputError
+from ptycho_torch.trainer_args import trainer_arguments
 
 __all__ = ["trainer_arguments", "build_trainer", "build_logger", "CHECKPOINT_DIR", "TENSORBOARD_DIR"]
 
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
-
-
-def trainer_arguments(execution: PyTorchExecutionConfig) -> dict[str, Any]:
-    """JSON-safe Trainer keyword arguments (hardware, parallelism, numerics, optimisation)."""
-    return {
-        "accelerator": "gpu" if execution.accelerator == "cuda" else execution.accelerator,
-        "devices": execution.n_devices,
-        "num_nodes": execution.nodes,
-        "strategy": execution.strategy,
-        "precision": execution.precision,
-        "deterministic": execution.deterministic,
-        "gradient_clip_val": execution.gradient_clip_val,
-        "accumulate_grad_batches": execution.accum_steps,
-        "enable_progress_bar": execution.enable_progress_bar,
-        "enable_checkpointing": execution.enable_checkpointing,
-    }
 
 
 def _max_time(execution: PyTorchExecutionConfig) -> Optional[timedelta]:

@@ -105,8 +105,11 @@ def _probe(scan: ScanData, payload: TrainingPayload) -> tuple[torch.Tensor, Opti
 
 
 def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
-                          plugins: Optional[list[Any]] = None) -> dict[str, Any]:
+                          plugins: Optional[list[Any]] = None, callbacks: Optional[list[Callback]] = None,
+                          ckpt_path: Optional[str] = None) -> dict[str, Any]:
     """Train on ``train_data`` (validating on ``test_data`` or a held-out 10%), write the bundle on rank zero.
+
+    ``plugins`` (a cluster environment), extra ``callbacks`` and ``ckpt_path`` (resume) are the launcher's hooks.
 
     Returns a results dict: model, trainer, history, intensity_scale, bundle_path (None off rank zero),
     train_samples_per_s.
@@ -131,8 +134,8 @@ def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], p
     data = PtychoDataModule(train_tensors, val_tensors, cfg.batch_size, execution, execution.seed)
     history = LossHistory()
     trainer = build_trainer(execution, cfg.output_dir, cfg.nepochs, has_validation=True, plugins=plugins)
-    trainer.callbacks.append(history)
-    trainer.fit(module, datamodule=data)
+    trainer.callbacks.extend([history, *(callbacks or [])])
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
 
     scale = float(model.intensity_scale.detach())
     params.cfg["intensity_scale"] = scale
