@@ -10,22 +10,28 @@ Layout (format version 1)::
 Bundles are written atomically (temp file in the target folder + rename), so a crash leaves the previous complete
 bundle or none. Reading checks the backend, the format version, member names and archive integrity and raises
 ``BundleError`` with one clear message for each problem. The name keeps the historical ``.h5.zip`` suffix that
-clients look for, although no HDF5 is inside.
+clients look for, although no HDF5 is inside. The container itself (manifest, JSON members, safe reading, atomic
+writing) is shared with the TensorFlow backend in ``ptycho.bundle_format``; this module adds the torch weights.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import time
-import zipfile
-import zlib
 from dataclasses import dataclass
-from importlib import metadata
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
-from ptycho.atomic import atomic_open
+from ptycho.bundle_format import (
+    BUNDLE_NAME,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    BundleSource,
+    open_bundle,
+    package_version,
+    read_manifest,
+    resolve_bundle_path,
+    write_bundle_archive,
+)
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import BundleError
 
@@ -39,14 +45,10 @@ __all__ = [
     "write_bundle",
     "read_bundle",
     "load_torch_bundle",
+    "package_version",
 ]
 
-BUNDLE_NAME = "wts.h5.zip"
-FORMAT_NAME = "ptychopinn-bundle"
-FORMAT_VERSION = 1
 BACKEND = "pytorch"
-_JSON_MEMBERS = ("manifest.json", "configs.json", "params.json")
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error)
 
 
 @dataclass
@@ -59,76 +61,9 @@ class BundleContents:
     state_dicts: dict[str, dict[str, Any]]
 
 
-def package_version() -> str:
-    try:
-        return metadata.version("ptychopinn")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def resolve_bundle_path(model_path: Union[str, Path]) -> Path:
-    """Accept the archive itself or a folder holding ``wts.h5.zip``; a missing archive is FileNotFoundError."""
-    path = Path(model_path).expanduser().resolve()
-    if path.is_dir():
-        path = path / BUNDLE_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"model archive not found: {path} (expected a {BUNDLE_NAME} file or a folder holding one)")
-    return path
-
-
-def _safe_member(name: str, path: Path) -> None:
-    pure = PurePosixPath(name)
-    if pure.is_absolute() or ".." in pure.parts or "\\" in name:
-        raise BundleError(f"{path}: archive member {name!r} escapes the bundle folder; refusing to read it")
-
-
-def _open_zip(path: Path) -> zipfile.ZipFile:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise BundleError(f"{path}: not a readable bundle archive ({exc}); it may be truncated or corrupt") from None
-    for name in archive.namelist():
-        _safe_member(name, path)
-    return archive
-
-
-def _read_json(archive: zipfile.ZipFile, name: str, path: Path) -> Any:
-    try:
-        raw = archive.read(name)
-    except KeyError:
-        raise BundleError(f"{path}: bundle member {name!r} is missing; the archive is incomplete") from None
-    except _ARCHIVE_ERRORS as exc:  # CRC mismatch, truncated or damaged compressed data
-        raise BundleError(f"{path}: bundle member {name!r} is corrupt ({exc})") from None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BundleError(f"{path}: bundle member {name!r} is not valid JSON ({exc})") from None
-
-
-def _check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise BundleError(f"{path}: not a ptychopinn bundle (manifest format is {manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    backend = manifest.get("backend")
-    if backend != BACKEND:
-        raise BundleError(
-            f"{path}: bundle was written by the {backend!r} backend; load it with backend={backend!r} "
-            f"(this loader is {BACKEND!r})"
-        )
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise BundleError(
-            f"{path}: bundle format version {version!r} is not supported (this ptychopinn reads up to "
-            f"{FORMAT_VERSION}); upgrade ptychopinn"
-        )
-    return manifest
-
-
-def read_bundle_configs(model_path: Union[str, Path]) -> dict[str, Any]:
-    """Manifest and configs only (no torch needed): used by the factory and the launcher's validation."""
-    path = resolve_bundle_path(model_path)
-    with _open_zip(path) as archive:
-        manifest = _check_manifest(_read_json(archive, "manifest.json", path), path)
-        configs = _read_json(archive, "configs.json", path)
+def _configs(source: BundleSource) -> dict[str, Any]:
+    manifest = read_manifest(source, BACKEND)
+    configs = source.read_json("configs.json")
     try:
         return {
             "manifest": manifest,
@@ -136,7 +71,13 @@ def read_bundle_configs(model_path: Union[str, Path]) -> dict[str, Any]:
             "execution_config": PyTorchExecutionConfig.from_dict(configs["execution_config"]),
         }
     except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{path}: configs.json is invalid ({exc})") from None
+        raise BundleError(f"{source.path}: configs.json is invalid ({exc})") from None
+
+
+def read_bundle_configs(model_path: Union[str, Path]) -> dict[str, Any]:
+    """Manifest and configs only (no torch needed): used by the factory and the launcher's validation."""
+    with open_bundle(model_path) as source:
+        return _configs(source)
 
 
 def write_bundle(
@@ -149,58 +90,38 @@ def write_bundle(
     """Write ``output_dir/wts.h5.zip`` atomically and return its path. Call on global rank zero only."""
     import torch
 
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    members = {f"{name}.pt": state for name, state in state_dicts.items()}
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "backend": BACKEND,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "package_version": package_version(),
-        "torch_version": torch.__version__,
-        "models": sorted(state_dicts),
-        "members": sorted([*_JSON_MEMBERS, *members]),
-    }
-    configs = {"training_config": training_config.to_dict(), "execution_config": execution_config.to_dict()}
-    snapshot = {k: (str(v) if isinstance(v, Path) else v) for k, v in legacy_params.items()}
-    with atomic_open(out_dir / BUNDLE_NAME) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("manifest.json", json.dumps(manifest, indent=2))
-        archive.writestr("configs.json", json.dumps(configs, indent=2))
-        archive.writestr("params.json", json.dumps(snapshot, indent=2, default=_json_default))
-        for name, state in members.items():
+    def serialise(state: Mapping[str, Any]) -> Any:
+        def produce() -> bytes:
             buffer = io.BytesIO()
             torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
-            archive.writestr(name, buffer.getvalue())
-    return out_dir / BUNDLE_NAME
+            return buffer.getvalue()
 
+        return produce
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    raise TypeError(f"params.cfg value of type {type(value).__name__} is not JSON serialisable")
+    return write_bundle_archive(
+        output_dir,
+        backend=BACKEND,
+        models=list(state_dicts),
+        configs={"training_config": training_config.to_dict(), "execution_config": execution_config.to_dict()},
+        legacy_params=legacy_params,
+        weights={f"{name}.pt": serialise(state) for name, state in state_dicts.items()},
+        extra_manifest={"torch_version": torch.__version__},
+    )
 
 
 def read_bundle(model_path: Union[str, Path], map_location: Optional[str] = "cpu") -> BundleContents:
     """Everything in a bundle; tensors are loaded with ``weights_only=True`` (no code execution)."""
     import torch
 
-    path = resolve_bundle_path(model_path)
-    configs = read_bundle_configs(path)
-    manifest = configs["manifest"]
     state_dicts: dict[str, dict[str, Any]] = {}
-    with _open_zip(path) as archive:
-        legacy = _read_json(archive, "params.json", path)
+    with open_bundle(model_path) as source:
+        path = source.path
+        configs = _configs(source)
+        manifest = configs["manifest"]
+        legacy = source.read_json("params.json")
         for name in manifest.get("models", []):
             member = f"{name}.pt"
-            try:
-                raw = archive.read(member)
-            except KeyError:
-                raise BundleError(f"{path}: weights {member!r} listed in the manifest are missing") from None
-            except _ARCHIVE_ERRORS as exc:
-                raise BundleError(f"{path}: weights {member!r} are corrupt ({exc})") from None
+            raw = source.read(member, what="weights")
             try:
                 state_dicts[name] = torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any failure to unpickle tensors means a bad bundle

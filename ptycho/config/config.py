@@ -26,6 +26,7 @@ __all__ = [
     "SUPPORTED_N",
     "SUPPORTED_SCHEDULERS",
     "config_from_dict",
+    "update_legacy_dict",
 ]
 
 SUPPORTED_N = (64, 128, 256)
@@ -69,6 +70,14 @@ def _number_at_least(low: float, optional: bool = False, strict: bool = False) -
         return None if ok else f"must be {'>' if strict else '>='} {low}, got {v}"
 
     return check
+
+
+def _patch_size(v: Any) -> Optional[str]:
+    if v == 0 and isinstance(v, int) and not isinstance(v, bool):
+        return None  # not yet known (Ptychodus assigns it after reading the data)
+    if v in SUPPORTED_N and not isinstance(v, bool):
+        return None
+    return f"must be one of {list(SUPPORTED_N)}, got {v!r} (0 means 'not known yet')"
 
 
 def _is_bool(v: Any) -> Optional[str]:
@@ -152,7 +161,11 @@ class _ValidatedConfig:
 
 @dataclass(eq=True)
 class ModelConfig(_ValidatedConfig):
-    """What the network is: patch size, grouping, capacity, physics switches."""
+    """What the network is: patch size, grouping, capacity, physics switches.
+
+    ``N=0`` means "not known yet": Ptychodus builds ``ModelConfig(N=0, ...)`` in its parent process and assigns the
+    pattern size once the child has read the data. Training and inference refuse a config that still has N=0.
+    """
 
     N: int = 64
     gridsize: int = 1
@@ -167,7 +180,7 @@ class ModelConfig(_ValidatedConfig):
     gaussian_smoothing_sigma: float = 0.0
 
     _checks: ClassVar[dict[str, Check]] = {
-        "N": _one_of(SUPPORTED_N),
+        "N": _patch_size,
         "gridsize": _int_at_least(1),
         "n_filters_scale": _int_at_least(1),
         "model_type": _one_of(MODEL_TYPES),
@@ -385,3 +398,14 @@ def config_from_dict(kind: str, data: Mapping[str, Any]) -> _ValidatedConfig:
     except KeyError:
         raise ValueError(f"unknown config kind {kind!r}; expected one of {sorted(_CONFIG_TYPES)}") from None
     return cls.from_dict(data)
+
+
+def update_legacy_dict(target: dict[str, Any], config: Any) -> None:
+    """Copy a canonical config into ``target`` (normally ``ptycho.params.cfg``) under the legacy key names.
+
+    Re-exported here because Ptychodus imports it from ``ptycho.config.config``; the implementation lives in
+    ``ptycho.params`` (imported lazily: that module imports this one).
+    """
+    from ptycho.params import update_legacy_dict as _update
+
+    _update(target, config)
