@@ -15,6 +15,12 @@ from pathlib import Path
 
 import pytest
 
+# TensorFlow backend tests share 2 cores with everything else: keep TF's thread pools small and its logs quiet
+# (read by TF when it starts, also in subprocesses the tests spawn).
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "2")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 NO_SLURM = "no Slurm cluster (start one with: bash .ci/slurm-cluster.sh up)"
 _USABLE_STATES = ("idle", "mix", "alloc", "comp")  # sinfo %t prefixes of nodes that can run jobs
 
