@@ -1,0 +1,84 @@
+"""Per-rank and per-task log files of a run, and following them while the job runs.
+
+submitit names them ``submitit/<job>_<rank>_log.{out,err}`` (arrays: ``<array>_<index>_0_log.*``); local
+inference arrays write ``logs/task-<chunk>.log``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, TextIO
+
+from launcher.errors import LaunchError
+from launcher.rundir import LOCAL_LOGS, SUBMITIT, load_run
+
+__all__ = ["log_files", "print_logs", "follow_logs"]
+
+
+def _latest_job_for_chunk(run: dict[str, Any], chunk: int) -> Optional[tuple[str, int]]:
+    found = None
+    for sub in run.get("submissions", []):
+        if chunk in sub.get("tasks", []):
+            found = (sub["job_id"], sub["tasks"].index(chunk))
+    return found
+
+
+def log_files(run_dir: Path, rank: Optional[int] = None, task: Optional[int] = None) -> list[Path]:
+    """The files to show: training rank ``rank`` (default 0) of the newest job, or inference chunk ``task``
+    (default: every chunk), stdout before stderr."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    run = load_run(run_dir)
+    folder = run_dir / SUBMITIT
+    if run["kind"] == "train":
+        if task is not None:
+            raise LaunchError("--task is for inference arrays; use --rank for training runs")
+        subs = run.get("submissions", [])
+        if not subs:
+            raise LaunchError(f"{run_dir}: no job recorded yet")
+        stem = f"{subs[-1]['job_id']}_{rank or 0}_log"
+        return [folder / f"{stem}.out", folder / f"{stem}.err"]
+    if rank is not None:
+        raise LaunchError("--rank is for training runs; use --task for inference arrays")
+    chunks = [task] if task is not None else sorted({c for s in run.get("submissions", []) for c in s["tasks"]})
+    files: list[Path] = []
+    for chunk in chunks:
+        if run.get("cluster") != "slurm":
+            files.append(run_dir / LOCAL_LOGS / f"task-{chunk}.log")
+            continue
+        located = _latest_job_for_chunk(run, chunk)
+        if located is None:
+            raise LaunchError(f"{run_dir}: no task {chunk} in this run")
+        stem = f"{located[0]}_{located[1]}_0_log"
+        files += [folder / f"{stem}.out", folder / f"{stem}.err"]
+    return files
+
+
+def print_logs(files: list[Path], out: TextIO = sys.stdout) -> None:
+    for path in files:
+        print(f"==> {path} <==", file=out)
+        print(path.read_text(errors="replace") if path.is_file() else "(not written yet)", file=out)
+
+
+def follow_logs(files: list[Path], still_running: Callable[[], bool], out: TextIO = sys.stdout,
+                poll_s: float = 1.0) -> None:
+    """Print new lines as they appear until ``still_running()`` is false, then the rest."""
+    offsets = {path: 0 for path in files}
+
+    def drain() -> None:
+        for path in files:
+            if not path.is_file():
+                continue
+            with open(path, errors="replace") as handle:
+                handle.seek(offsets[path])
+                text = handle.read()
+                offsets[path] = handle.tell()
+            if text:
+                out.write(text if len(files) == 1 else "".join(f"{path.name}: {line}\n" for line in text.splitlines()))
+                out.flush()
+
+    while still_running():
+        drain()
+        time.sleep(poll_s)
+    drain()

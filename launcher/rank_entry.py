@@ -1,0 +1,266 @@
+"""What every rank of a training job, and every task of an inference array, runs.
+
+The same code serves all paths: submitit on Slurm or locally (``TrainingTask`` / ``infer_chunk`` with the spec
+dict), the plain sbatch templates (``python -m launcher.rank_entry --spec SPEC.json [--chunk I]``) and
+``--cluster debug`` (called in-process).
+
+Training, per rank: rebuild the payload with the config factory (which also fills ``params.cfg``), log the
+SHA-256 of ``payload_fingerprint``, all-gather the fingerprints and abort with both hashes when any rank differs,
+then train. Lightning writes checkpoints and TensorBoard on global rank zero only; the workflow writes the bundle on
+rank zero only; this module writes ``summary.json`` on rank zero only. Other ranks write only their own logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from submitit.helpers import Checkpointable
+
+from launcher.rundir import SUMMARY, now, read_json, update_run, write_json
+
+__all__ = ["TrainingTask", "train_rank", "infer_chunk", "verify_fingerprints", "PayloadMismatchError",
+           "newest_checkpoint", "main"]
+
+
+class PayloadMismatchError(RuntimeError):
+    """Ranks rebuilt different payloads (different files, code or environment on some node)."""
+
+
+def verify_fingerprints(gathered: Sequence[tuple[int, str]]) -> str:
+    """All ranks' (rank, sha256) pairs must agree; the error names the first two that differ."""
+    ordered = sorted(gathered)
+    reference_rank, reference = ordered[0]
+    for rank, sha in ordered[1:]:
+        if sha != reference:
+            raise PayloadMismatchError(
+                f"payload mismatch: rank {reference_rank} sha256 {reference} != rank {rank} sha256 {sha}; "
+                "the ranks rebuilt different configurations (files or package versions differ between nodes?)")
+    return reference
+
+
+def newest_checkpoint(run_dir: Path) -> Optional[str]:
+    """``checkpoints/last.ckpt`` of this run, if an earlier attempt (requeue, retry) left one."""
+    last = Path(run_dir) / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def _log(rank: int, message: str) -> None:
+    print(f"[rank {rank}] {message}", flush=True)
+
+
+def _cluster_environment(cluster: str) -> tuple[list[Any], int, int, int, Optional[tuple[str, int]]]:
+    """(Lightning plugins, global rank, world size, local rank, (main address, port)) for this process.
+
+    Slurm: Lightning's SLURMEnvironment with auto_requeue=False (submitit owns requeueing; Lightning's handler
+    would listen for a different signal). Local: submitit's TorchDistributedEnvironment exported *before* the
+    Trainer exists (otherwise Lightning re-launches the script and doubles the processes), without touching
+    CUDA_VISIBLE_DEVICES (Trainer(devices=N) must see all N devices).
+    """
+    if cluster == "slurm":
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        env = SLURMEnvironment(auto_requeue=False)
+        return [env], env.global_rank(), env.world_size(), env.local_rank(), (env.main_address, env.main_port)
+    if cluster == "local":
+        from lightning.pytorch.plugins.environments import LightningEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+
+        dist_env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return ([LightningEnvironment()], dist_env.rank, dist_env.world_size, dist_env.local_rank,
+                (dist_env.master_addr, dist_env.master_port))
+    return [], 0, 1, 0, None
+
+
+def _gather_fingerprints(sha: str, rank: int, world: int, local_rank: int, main: tuple[str, int],
+                         accelerator: str, timeout_s: int) -> list[tuple[int, str]]:
+    """Open the process group (bounded timeout; Lightning reuses it) and all-gather every rank's fingerprint."""
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    address, port = main
+    dist.init_process_group(backend, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout_s))
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (rank, sha))
+    return [tuple(item) for item in gathered]
+
+
+def _first_step_callback(rank: int) -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class FirstStep(Callback):
+        """Logs the wall-clock time of the first optimizer step (the launch benchmark reads it)."""
+
+        def __init__(self) -> None:
+            self.at: Optional[float] = None
+
+        def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if self.at is None:
+                self.at = time.time()
+                _log(rank, f"first optimizer step at {self.at:.3f}")
+
+    return FirstStep()
+
+
+def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
+    """One training rank: rebuild, cross-check, train; rank zero records the outcome."""
+    started = time.time()
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho.data_contract import load_scan
+    from ptycho_torch.config_factory import create_training_payload, payload_fingerprint
+
+    run_dir = Path(spec["run_dir"])
+    plugins, rank, world, local_rank, main = _cluster_environment(spec["cluster"])
+    execution = PyTorchExecutionConfig.from_dict(spec["execution"])
+    payload = create_training_payload(spec["train_data_file"], run_dir, spec["overrides"], execution)
+    sha = payload_fingerprint(payload)
+    _log(rank, f"of {world} on {socket.gethostname()} ({os.environ.get('SLURMD_NODENAME', 'local')}): "
+               f"payload sha256 {sha}")
+    gathered = [(0, sha)]
+    if world > 1:
+        gathered = _gather_fingerprints(sha, rank, world, local_rank, main, execution.accelerator,
+                                        int(spec["dist_timeout_s"]))
+        try:
+            verify_fingerprints(gathered)
+        except PayloadMismatchError:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            raise
+        _log(rank, f"all {world} ranks rebuilt the same payload")
+    if rank == 0:
+        update_run(run_dir, state="running", started_at=now())
+
+    from ptycho_torch.workflows.components import train_cdi_model_torch
+
+    tf = payload.tf_training_config
+    train = load_scan(tf.train_data_file)
+    test = load_scan(tf.test_data_file) if tf.test_data_file else None
+    first_step = _first_step_callback(rank)
+    resume = newest_checkpoint(run_dir)
+    if resume:
+        _log(rank, f"resuming from {resume}")
+    results = train_cdi_model_torch(train, test, payload, plugins=plugins, callbacks=[first_step],
+                                    ckpt_path=resume)
+    summary = {
+        "bundle": str(results["bundle_path"]) if results["bundle_path"] else None,
+        "payload_sha256": sha,
+        "rank_fingerprints": {str(r): s for r, s in gathered},
+        "world_size": world,
+        "started_at": started,
+        "first_step_at": first_step.at,
+        "finished_at": time.time(),
+        "train_seconds": results["train_seconds"],
+        "train_samples_per_s": results["train_samples_per_s"],
+        "history": results["history"],
+        "resumed_from": resume,
+    }
+    if results["trainer"].is_global_zero:
+        write_json(run_dir / SUMMARY, summary)
+        update_run(run_dir, state="completed", finished_at=now())
+        _log(rank, f"bundle: {results['bundle_path']}")
+    return summary
+
+
+class TrainingTask(Checkpointable):
+    """The submitted callable. On timeout/preemption submitit calls ``checkpoint`` (rank zero, in a signal
+    handler): it only returns the resubmission; the requeued job resumes from the newest checkpoint in the run
+    directory, which every epoch refreshes. Nothing collective happens in the handler."""
+
+    def __call__(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return train_rank(spec)
+
+
+def _job_id() -> str:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID", f"local-{os.getpid()}")
+
+
+def infer_chunk(spec: dict[str, Any]) -> dict[str, Any]:
+    """One array task: reconstruct each input of the chunk, skipping inputs already complete.
+
+    Each input gets a status.json (job id, timing, error); outputs are written atomically by the inference
+    workflow. A failing input does not stop the others; the task fails at the end if any input failed, so the
+    scheduler shows it and ``retry`` picks it up.
+    """
+    from launcher.arrays import OUTPUT_FILE, input_state, write_input_status
+
+    job_id = _job_id()
+    done, failed, skipped = 0, [], 0
+    for item in spec["items"]:
+        output = Path(item["output"])
+        if input_state(output)["state"] == "completed":
+            skipped += 1
+            print(f"skip {item['input']}: complete", flush=True)
+            continue
+        started = time.time()
+        record = {"input": item["input"], "output": str(output), "job_id": job_id, "task": spec["chunk"],
+                  "host": socket.gethostname(), "started_at": started}
+        write_input_status(output, {**record, "state": "running"})
+        try:
+            _reconstruct(spec, item["input"], output)
+        except Exception as exc:  # noqa: BLE001 - recorded per input; the task still fails at the end
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            write_input_status(output, {**record, "state": "failed", "error": f"{type(exc).__name__}: {message}",
+                                        "finished_at": time.time(), "seconds": time.time() - started})
+            failed.append(item["input"])
+            print(f"FAILED {item['input']}: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+            continue
+        write_input_status(output, {**record, "state": "completed", "finished_at": time.time(),
+                                    "seconds": time.time() - started, "result": str(output / OUTPUT_FILE)})
+        done += 1
+        print(f"done {item['input']} -> {output} ({time.time() - started:.1f} s)", flush=True)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(spec['items'])} input(s) failed: {', '.join(failed)}")
+    return {"chunk": spec["chunk"], "done": done, "skipped": skipped}
+
+
+def _reconstruct(spec: dict[str, Any], input_path: str, output: Path) -> None:
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho_torch.config_factory import create_inference_payload
+    from ptycho_torch.inference import run_pytorch_inference_workflow
+
+    execution = PyTorchExecutionConfig.from_dict(spec["execution"])
+    payload = create_inference_payload(spec["model_path"], input_path, output, spec["overrides"], execution)
+    run_pytorch_inference_workflow(payload)
+
+
+def _chunk_from_spec(spec: dict[str, Any], index: Optional[int]) -> dict[str, Any]:
+    chosen = index if index is not None else int(os.environ["SLURM_ARRAY_TASK_ID"])
+    for chunk in spec["chunks"]:
+        if chunk["chunk"] == chosen:
+            return chunk
+    raise SystemExit(f"rank_entry: no chunk {chosen} in the spec")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m launcher.rank_entry --spec SPEC.json [--chunk I]`` (the plain sbatch templates' entry)."""
+    parser = argparse.ArgumentParser(prog="python -m launcher.rank_entry")
+    parser.add_argument("--spec", type=Path, required=True, help="spec.json of the run directory")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="inference chunk (default: SLURM_ARRAY_TASK_ID)")
+    args = parser.parse_args(argv)
+    spec = read_json(args.spec)
+    run: Callable[[dict[str, Any]], Any]
+    if spec["kind"] == "train":
+        run, arg = train_rank, spec
+    else:
+        run, arg = infer_chunk, _chunk_from_spec(spec, args.chunk)
+    run(arg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Checks that run before anything is queued: a doomed job must fail here, in a second, with one clear line.
+
+Every function raises ``LaunchError`` naming the flag or file. Paths become absolute because compute nodes do not
+share the submitting shell's working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from launcher.errors import LaunchError
+
+__all__ = [
+    "parse_time_minutes",
+    "check_mem",
+    "absolute_path",
+    "check_scan",
+    "check_bundle",
+    "check_writable_dir",
+    "check_world",
+]
+
+_TIME_FORMATS = (
+    (re.compile(r"^(\d+)$"), lambda m: int(m[1])),
+    (re.compile(r"^(\d+):(\d{1,2})$"), lambda m: int(m[1]) + (int(m[2]) > 0)),  # MM:SS
+    (re.compile(r"^(\d+):(\d{1,2}):(\d{1,2})$"), lambda m: int(m[1]) * 60 + int(m[2]) + (int(m[3]) > 0)),
+    (re.compile(r"^(\d+)-(\d{1,2})(?::(\d{1,2}))?(?::(\d{1,2}))?$"),
+     lambda m: int(m[1]) * 1440 + int(m[2]) * 60 + int(m[3] or 0) + (int(m[4] or 0) > 0)),
+)
+_MEM = re.compile(r"^\d+[KMGT]?B?$", re.IGNORECASE)
+
+
+def parse_time_minutes(text: Any) -> int:
+    """Slurm time limits (minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]) as whole minutes, rounded up."""
+    value = str(text).strip()
+    for pattern, convert in _TIME_FORMATS:
+        match = pattern.match(value)
+        if match:
+            minutes = convert(match)
+            if minutes < 1:
+                break
+            return minutes
+    raise LaunchError(f"--time {value!r}: expected minutes or HH:MM:SS (at least one minute)")
+
+
+def check_mem(text: str) -> str:
+    if not _MEM.match(text):
+        raise LaunchError(f"--mem {text!r}: expected a Slurm memory size such as 16G or 4000M")
+    return text.upper()
+
+
+def absolute_path(path: Path | str) -> Path:
+    """Absolute, user-expanded path: what a rank on another node needs to find the same file."""
+    return Path(path).expanduser().resolve()
+
+
+def check_scan(path: Path | str, flag: str) -> tuple[Path, int, int]:
+    """Run the data-contract validation on an NPZ; returns (absolute path, number of positions, N)."""
+    from ptycho.data_contract import load_scan
+
+    resolved = absolute_path(path)
+    if not resolved.is_file():
+        raise LaunchError(f"{flag} {resolved}: file not found")
+    if not os.access(resolved, os.R_OK):
+        raise LaunchError(f"{flag} {resolved}: not readable")
+    try:
+        scan = load_scan(resolved)
+    except Exception as exc:  # noqa: BLE001 - any unreadable scan is the user's input problem
+        raise LaunchError(f"{flag} {resolved}: invalid scan: {_one_line(exc)}") from None
+    return resolved, scan.n_positions, scan.N
+
+
+def check_bundle(model_path: Path | str) -> tuple[Path, int]:
+    """The bundle exists and its configs parse; returns (archive path, N the model was trained for)."""
+    from ptycho_torch.bundle import read_bundle_configs, resolve_bundle_path
+
+    try:
+        bundle = resolve_bundle_path(model_path)
+        trained = read_bundle_configs(bundle)["training_config"]
+    except Exception as exc:  # noqa: BLE001
+        raise LaunchError(f"--model_path {model_path}: {_one_line(exc)}") from None
+    return bundle, int(trained.model.N)
+
+
+def check_writable_dir(path: Path, flag: str, create: bool = True) -> Path:
+    """Create ``path`` if needed and prove we can write a file there (permissions, read-only mounts, quotas).
+
+    With ``create=False`` (dry runs create nothing) the nearest existing ancestor must be writable instead.
+    """
+    path = absolute_path(path)
+    if path.exists() and not path.is_dir():
+        raise LaunchError(f"{flag} {path}: exists and is not a directory")
+    if not create:
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+            raise LaunchError(f"{flag} {path}: {existing} is not a writable directory")
+        return path
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".ptycho-launch-probe-"):
+            pass
+    except OSError as exc:
+        raise LaunchError(f"{flag} {path}: not writable ({exc.strerror or exc})") from None
+    return path
+
+
+def check_world(cluster: str, nodes: int, devices: int, strategy: str, accelerator: str,
+                available_nodes: Optional[int] = None) -> None:
+    """Rules on nodes x devices that Lightning or the scheduler would otherwise reject only after queueing."""
+    world = nodes * devices
+    if strategy == "fsdp" and accelerator not in ("gpu", "cuda"):
+        raise LaunchError("--strategy fsdp needs --accelerator gpu (FSDP is GPU-only); use --strategy ddp on CPU")
+    if nodes > 1 and strategy not in ("ddp", "fsdp"):
+        raise LaunchError(f"--nodes {nodes} needs --strategy ddp or fsdp (got {strategy!r})")
+    if world > 1 and strategy not in ("ddp", "fsdp"):
+        raise LaunchError(f"--devices {devices} x --nodes {nodes} = {world} ranks needs --strategy ddp or fsdp "
+                          f"(got {strategy!r}; the launcher starts one process per rank, so ddp_spawn is not used)")
+    if cluster == "debug" and world > 1:
+        raise LaunchError(f"--cluster debug runs one process in this shell, got {world} ranks; "
+                          "use --cluster local (one machine) or --cluster slurm")
+    if cluster == "local" and nodes > 1:
+        raise LaunchError(f"--cluster local runs on this machine only, got --nodes {nodes}; use --cluster slurm")
+    if available_nodes is not None and nodes > available_nodes:
+        raise LaunchError(f"--nodes {nodes}: the partition has only {available_nodes} node(s)")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
