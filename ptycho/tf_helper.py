@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho.errors import PtychoInputError
-from ptycho.stitching import stitch_patches
+from ptycho.stitching import OffsetArray, legacy_offsets_to_xy, stitch_patches
 
 __all__ = [
     "far_field_amplitude",
@@ -99,36 +99,6 @@ def overlap_constraint(patches: tf.Tensor, offsets_xy: tf.Tensor) -> tf.Tensor:
     back = translate(merged, -tf.tile(offsets_xy, [1, 2, 1]))
     cropped = back[:, :, pad:pad + N, pad:pad + N]
     return tf.complex(cropped[:, :C], cropped[:, C:])
-
-
-class OffsetArray(np.ndarray):
-    """Offsets in the legacy (B, 1, 2, C) layout that also remember the object canvas they belong to.
-
-    ``ptycho.loader.load`` returns ``global_offsets`` as this type so that ``reassemble_position`` (which Ptychodus
-    calls with only the predictions and these offsets) can stitch onto exactly the objectGuess frame.
-    """
-
-    canvas_shape: Optional[tuple[int, int]]
-
-    def __new__(cls, values: np.ndarray, canvas_shape: Optional[tuple[int, int]] = None) -> "OffsetArray":
-        obj = np.asarray(values).view(cls)
-        obj.canvas_shape = None if canvas_shape is None else tuple(int(s) for s in canvas_shape)
-        return obj
-
-    def __array_finalize__(self, obj: Any) -> None:
-        self.canvas_shape = getattr(obj, "canvas_shape", None)
-
-
-def legacy_offsets_to_xy(offsets: Any) -> np.ndarray:
-    """(B, 1, 2, C) legacy layout, (B, C, 2) or (B, 2) -> (B, C, 2) float64 (x, y)."""
-    arr = np.asarray(offsets, dtype=np.float64)
-    if arr.ndim == 4 and arr.shape[1] == 1 and arr.shape[2] == 2:
-        return np.transpose(arr[:, 0], (0, 2, 1))
-    if arr.ndim == 3 and arr.shape[2] == 2:
-        return arr
-    if arr.ndim == 2 and arr.shape[1] == 2:
-        return arr[:, None, :]
-    raise PtychoInputError(f"offsets must be (B, 1, 2, C), (B, C, 2) or (B, 2), got shape {arr.shape}")
 
 
 def _patches_bc(obj: Any) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Workflows: ``components`` (TensorFlow backend, the legacy API Ptychodus calls) and ``backend_selector``."""
