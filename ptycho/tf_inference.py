@@ -89,3 +89,55 @@ def metrics_against_truth(recon: Reconstruction, scan: ScanData) -> Optional[dic
     cols = slice(max(c0, 0), min(c0 + recon.object.shape[1], w))
     canvas[rows, cols] = recon.object[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
     return evaluate_reconstruction(canvas, scan.object_guess, xcoords=scan.xcoords, ycoords=scan.ycoords, N=scan.N)
+
+
+def run_tf_inference_workflow(model_path: Any, test_data_file: Any, output_dir: Any,
+                              overrides: Optional[dict[str, Any]] = None,
+                              command: Optional[list[str]] = None) -> dict[str, Any]:
+    """``ptycho-infer --backend tensorflow``: load the bundle and scan, reconstruct, write outputs + config.json.
+
+    ``overrides`` takes the inference flags (n_groups, neighbor_count, execution knobs such as middle_trim); the
+    architecture always comes from the bundle.
+    """
+    import dataclasses
+    import platform
+    from pathlib import Path
+
+    from ptycho import params
+    from ptycho.atomic import atomic_write_json
+    from ptycho.bundle_format import package_version, resolve_bundle_path
+    from ptycho.data_contract import load_scan
+    from ptycho.tf_training import check_single_process
+    from ptycho.workflows.backend_selector import load_inference_bundle_with_backend
+    from ptycho.workflows.components import save_outputs
+
+    overrides = dict(overrides or {})
+    execution_keys = {f.name for f in dataclasses.fields(PyTorchExecutionConfig)}
+    unknown = sorted(set(overrides) - execution_keys - {"n_groups", "neighbor_count", "n_subsample", "subsample_seed",
+                                                         "sequential_sampling"})
+    if unknown:
+        raise ValueError(f"ptycho-infer --backend tensorflow: unsupported option(s) {unknown}")
+    execution = PyTorchExecutionConfig(**{k: v for k, v in overrides.items() if k in execution_keys})
+    check_single_process(execution)
+    bundle = resolve_bundle_path(model_path)
+    model, info = load_inference_bundle_with_backend(bundle, backend="tensorflow")
+    trained = info["training_config"]
+    scan = load_scan(test_data_file)
+    recon = reconstruct_scan_tf(model, scan, execution, neighbor_count=overrides.get("neighbor_count",
+                                                                                    trained.neighbor_count),
+                                n_groups=overrides.get("n_groups"))
+    metrics = metrics_against_truth(recon, scan)
+    out = Path(output_dir).expanduser().resolve()
+    paths = save_outputs(np.abs(recon.object), np.angle(recon.object), {"reconstruction": recon, "metrics": metrics},
+                         out)
+    import tensorflow as tf
+
+    atomic_write_json(out / "config.json", {
+        "command": list(command or []), "backend": "tensorflow", "model_path": str(bundle),
+        "test_data_file": str(Path(test_data_file).resolve()), "overrides": {k: str(v) for k, v in overrides.items()},
+        "training_config": trained.to_dict(), "execution_config": execution.to_dict(),
+        "versions": {"ptychopinn": package_version(), "tensorflow": tf.__version__,
+                     "python": platform.python_version()},
+    })
+    return {"paths": paths, "metrics": metrics, "patterns_per_s": recon.patterns_per_s, "reconstruction": recon,
+            "intensity_scale": params.get("intensity_scale", None)}

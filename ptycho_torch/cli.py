@@ -85,9 +85,27 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
                         help="tensorboard (default), csv, mlflow or none")
 
 
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("pytorch", "tensorflow"), default=argparse.SUPPRESS,
+                        help="pytorch (default) or tensorflow (single process; needs the [tf] extra)")
+
+
+def _refuse_distributed_tensorflow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The TensorFlow backend is single-process: a distributed request is a usage error (exit 2)."""
+    if getattr(args, "backend", "pytorch") != "tensorflow":
+        return
+    asked = [f"--{flag} {getattr(args, key)}" for flag, key in (("devices", "n_devices"), ("nodes", "nodes"))
+             if getattr(args, key, 1) != 1]
+    if getattr(args, "strategy", "auto") != "auto":
+        asked.append(f"--strategy {args.strategy}")
+    if asked:
+        parser.error(f"--backend tensorflow runs single-process only; {' '.join(asked)} needs --backend pytorch")
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Every training flag (canonical names, execution flags, deprecated aliases)."""
     s = argparse.SUPPRESS
+    add_backend_argument(parser)
     parser.add_argument("--train_data_file", type=Path, default=None,
                         help="training scan NPZ (default: simulate the embedded default dataset)")
     parser.add_argument("--test_data_file", type=Path, default=s, help="held-out scan to validate and reconstruct")
@@ -173,6 +191,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="ptycho-train", description="Train PtychoPINN (PyTorch) and reconstruct a held-out scan.")
     add_training_arguments(parser)
     args = parser.parse_args(argv)
+    _refuse_distributed_tensorflow(parser, args)
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
@@ -199,6 +218,8 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
         overrides.setdefault("n_groups", train.n_positions)
         payload = create_training_payload(train_file, output_dir, overrides)
         write_run_snapshot(output_dir, payload, ["ptycho-train", *argv])
+        if payload.tf_training_config.backend == "tensorflow":
+            return _train_tensorflow(train, test, payload, output_dir)
         amplitude, _, results = run_cdi_example_torch(train, test, payload)
         if not results["trainer"].is_global_zero:
             return 0
@@ -217,6 +238,24 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
     return _guard(parser.prog, body)
 
 
+def _train_tensorflow(train: Any, test: Any, payload: Any, output_dir: Path) -> int:
+    """ptycho-train --backend tensorflow: same configs, dispatched through the backend selector."""
+    from ptycho.workflows.backend_selector import run_cdi_example_with_backend
+    from ptycho.workflows.components import save_outputs as save_tf_outputs
+
+    amplitude, phase, results = run_cdi_example_with_backend(train, test, payload.tf_training_config,
+                                                             payload.execution_config)
+    print(f"bundle: {results['bundle_path']} (backend tensorflow)")
+    print(f"training: {results['train_samples_per_s']:.1f} samples/s over {results['train_seconds']:.1f} s")
+    paths = save_tf_outputs(amplitude, phase, results, output_dir / "reconstruction")
+    if amplitude is not None:
+        _print_metrics(results.get("metrics"))
+        print(f"reconstruction: {results['reconstruction'].patterns_per_s:.0f} patterns/s")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="ptycho-infer", description="Reconstruct a scan with a trained PtychoPINN bundle.")
     parser.add_argument("--model_path", type=Path, required=True, help="wts.h5.zip or a folder holding it")
@@ -224,10 +263,24 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output_dir", type=Path, default=Path("inference_outputs"))
     add_data_arguments(parser)
     add_execution_arguments(parser, inference=True)
+    add_backend_argument(parser)
     args = parser.parse_args(argv)
+    _refuse_distributed_tensorflow(parser, args)
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
+        if getattr(args, "backend", "pytorch") == "tensorflow":
+            from ptycho.tf_inference import run_tf_inference_workflow
+
+            overrides = overrides_from_args(args, skip=("model_path", "test_data_file", "output_dir", "backend"))
+            _setup_logging(overrides.get("enable_progress_bar") is False)
+            result = run_tf_inference_workflow(args.model_path, args.test_data_file, args.output_dir, overrides,
+                                               command=["ptycho-infer", *argv])
+            _print_metrics(result["metrics"])
+            print(f"reconstruction: {result['patterns_per_s']:.0f} patterns/s")
+            for name, path in result["paths"].items():
+                print(f"{name}: {path}")
+            return 0
         from ptycho_torch.config_factory import create_inference_payload
         from ptycho_torch.inference import run_pytorch_inference_workflow
 
