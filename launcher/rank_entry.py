@@ -157,6 +157,7 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
         "payload_sha256": sha,
         "rank_fingerprints": {str(r): s for r, s in gathered},
         "world_size": world,
+        "trainer_world_size": results["trainer"].world_size,
         "started_at": started,
         "first_step_at": first_step.at,
         "finished_at": time.time(),
