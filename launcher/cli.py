@@ -34,7 +34,7 @@ PROG = "ptycho-launch"
 #: launcher-only flags: never passed to the config factory
 LAUNCH_KEYS = ("command", "func", "cluster", "profile", "partition", "account", "qos", "time", "mem",
                "cpus_per_task", "constraint", "exclusive", "signal_delay", "max_requeues", "setup", "run_dir",
-               "dry_run", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size", "input_list")
+               "dry_run", "emit_sbatch", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size", "input_list")
 TERMINAL_WAIT_POLL_S = 2.0
 
 
@@ -68,6 +68,8 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, array: bool) -> None
     g.add_argument("--setup", action="append", default=[], help="extra shell line run before the job (repeatable)")
     g.add_argument("--run-dir", type=Path, help="new run directory (default: a fresh one under runs/)")
     g.add_argument("--dry-run", action="store_true", help="print the sbatch script and the plan, submit nothing")
+    g.add_argument("--emit-sbatch", action="store_true",
+                   help="write RUN_DIR/job.sbatch from the plain template for review and submit nothing")
     g.add_argument("--hold", action="store_true", help="submit held (release with scontrol release JOBID)")
     g.add_argument("--wait", action="store_true", help="Slurm: block until the job ends")
     if array:
@@ -143,8 +145,9 @@ def _cluster(args: argparse.Namespace) -> str:
     from launcher.submit import default_cluster
 
     cluster = args.cluster or default_cluster()
-    if args.hold and cluster != "slurm":
-        raise LaunchError(f"--hold needs --cluster slurm (this run is {cluster})")
+    for flag, given in (("--hold", args.hold), ("--emit-sbatch", args.emit_sbatch)):
+        if given and cluster != "slurm":
+            raise LaunchError(f"{flag} needs --cluster slurm (this run is {cluster})")
     return cluster
 
 
@@ -239,7 +242,23 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
         return lambda: 0
     _start_run(run_dir, "train", plan.cluster, argv, config, spec)
     print(f"run directory: {run_dir}")
+    if args.emit_sbatch:
+        return lambda: _emit_sbatch(plan, run_dir)
     return lambda: _execute_train(plan, spec, run_dir, args.wait)
+
+
+def _emit_sbatch(plan: JobPlan, run_dir: Path) -> int:
+    """The plain-template route: a reviewable script running the same per-rank entry; nothing is submitted."""
+    from launcher.templates import render_job_script
+    from ptycho.atomic import atomic_write_text
+
+    (run_dir / "logs").mkdir(exist_ok=True)  # sbatch does not create the directory of --output
+    script = run_dir / "job.sbatch"
+    atomic_write_text(script, render_job_script(plan, run_dir))
+    update_run(run_dir, state="emitted")
+    print(f"review, then submit: sbatch {script}")
+    print(f"logs go to {run_dir / 'logs'}; {PROG} status {run_dir} reads the outputs")
+    return 0
 
 
 def _execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: bool) -> int:
@@ -353,9 +372,13 @@ def cmd_infer(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
         _print_dry_run(scripts, plan, run_dir, {k: v for k, v in spec.items() if k != "chunks"}
                        | {"chunks": [[i["input"] for i in c["items"]] for c in spec["chunks"]]})
         return lambda: 0
+    if args.emit_sbatch and len(groups) > 1:
+        raise LaunchError(f"--emit-sbatch: {plan.array_tasks} tasks exceed MaxArraySize; raise --chunk-size")
     _start_run(run_dir, "infer", plan.cluster, argv, config, spec)
     arrays.write_manifest(run_dir, arrays.aggregate(spec["chunks"], {}))
     print(f"run directory: {run_dir}")
+    if args.emit_sbatch:
+        return lambda: _emit_sbatch(plan, run_dir)
     return lambda: _execute_chunks(plan, spec["chunks"], groups, run_dir, args.wait, "initial")
 
 

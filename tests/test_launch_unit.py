@@ -258,3 +258,29 @@ def test_sbatch_script_quotes_hostile_paths(tmp_path):
     for line in script.splitlines():
         if line.startswith("#SBATCH --output="):
             assert shlex.split(line.split("=", 1)[1]) == [str(run_dir / "submitit" / "%j_0_log.out")]
+
+
+def test_plain_template_quotes_every_substituted_value(tmp_path):
+    """The reviewable train/array scripts: hostile run directory, fake srun recording its arguments."""
+    from launcher.templates import render_job_script, render_template
+
+    run_dir = tmp_path / EVIL / "run"
+    execution = PyTorchExecutionConfig(n_devices=2, strategy="ddp", accelerator="cpu")
+    resources = Resources(partition="p$(touch PWNED4)", setup=["export FOO=1"])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_OUT"\n')
+    (bin_dir / "srun").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_OUT": str(tmp_path / "args.txt")}
+    for plan in (plan_training(execution, resources, "slurm"), plan_inference("cpu", resources, "slurm", 3)):
+        script = render_job_script(plan, run_dir)
+        assert "#SBATCH --partition='p$(touch PWNED4)'" in script and "export FOO=1" in script
+        (tmp_path / "job.sh").write_text(script)
+        subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path, env=env, check=True, timeout=30)
+        args = (tmp_path / "args.txt").read_text().splitlines()
+        assert args[args.index("--spec") + 1] == str(run_dir / "spec.json")
+        assert "--kill-on-bad-exit=1" in args
+    assert "#SBATCH --array=0-2%3" in script
+    assert not list(tmp_path.glob("PWNED*"))
+    with pytest.raises(LaunchError, match="no value for"):
+        render_template("{{missing}}", {})
