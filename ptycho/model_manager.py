@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from ptycho import params
-from ptycho.bundle_format import BUNDLE_NAME, open_bundle, read_manifest, write_bundle_archive
+from ptycho.bundle_format import open_bundle, read_manifest, write_bundle_archive
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import BundleError
 
@@ -152,13 +152,11 @@ def load_tf_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]]:
     for key, variable in expected.items():
         value = state[key]
         if tuple(value.shape) != tuple(variable.shape) or value.dtype.kind != "f":
-            raise BundleError(f"{bundle.path}: weight {key!r} has shape {value.shape} {value.dtype}, the model "
-                              f"config needs {tuple(variable.shape)} float")
+            raise BundleError(f"{bundle.path}: weights do not match the stored model config ({key!r} is "
+                              f"{value.shape} {value.dtype}, the config needs {tuple(variable.shape)} float)")
         variable.assign(value)
     params.cfg.update(bundle.legacy_params)
     info = {"manifest": bundle.manifest, "training_config": cfg, "execution_config": bundle.execution_config,
             "legacy_params": bundle.legacy_params, "path": bundle.path}
     return model, info
 
-
-__all__ += ["BUNDLE_NAME"]

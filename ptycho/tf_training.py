@@ -142,7 +142,9 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
                         probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
     optimizer = keras.optimizers.Adam(learning_rate=execution.learning_rate)
     observed_scale = tf.constant(train.intensity_scale, tf.float32)
-    variables = model.trainable_variables
+    # The supervised loss never sees the intensity scale; leave it out rather than apply a missing gradient.
+    variables = [v for v in model.trainable_variables
+                 if not (supervised and v.path == model.log_intensity_scale.path)]
 
     def loss_fn(diffraction: tf.Tensor, offsets: tf.Tensor, truth: Optional[tf.Tensor]) -> tf.Tensor:
         obj, predicted = model.forward(diffraction, offsets)
