@@ -191,6 +191,10 @@ class PtychoPINN(keras.Model):
         return tf.transpose(obj, [0, 2, 3, 1])
 
 
+    def predict(self, x, batch_size=None, verbose=0, **kwargs):  # noqa: D102 - quiet by default (Ptychodus' logs)
+        return super().predict(x, batch_size=batch_size, verbose=verbose, **kwargs)
+
+
 def build_model(config: ModelConfig, probe: np.ndarray, intensity_scale: float, **kwargs) -> PtychoPINN:
     """Construct and build (create every weight) with a dummy batch, so weights can be saved or loaded at once."""
     model = PtychoPINN(config, probe, intensity_scale, **kwargs)

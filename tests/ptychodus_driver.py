@@ -3,7 +3,7 @@
     python tests/ptychodus_driver.py WORKDIR [--nepochs 8]
 
 Builds two small synthetic scans with our simulator and writes each as Ptychodus' own files (``diffraction.h5``:
-raw uint16 counts; ``product.h5``: probe, positions in metres, a flat initial object), then, through Ptychodus'
+raw integer counts; ``product.h5``: probe, positions in metres, a flat initial object), then, through Ptychodus'
 workflow API: exports train_data.npz/test_data.npz, trains the ``ptychopinn_pinn`` reconstructor, loads the
 model, reconstructs the held-out scan, and writes WORKDIR/result.json with shapes and quality numbers. It also
 prepares WORKDIR/batch/ (diffraction.h5, product.h5, model.zip, settings.ini) for ``ptychodus -b reconstruct``.
@@ -36,7 +36,9 @@ def write_ptychodus_files(folder: Path, seed: int, n_positions: int) -> dict:
 
     scan = simulate_scan(N=N, object_size=OBJECT_SIZE, n_positions=n_positions, nphotons=1e6, seed=seed)
     scale = scan.metadata["physics_parameters"]["intensity_scale"]
-    counts = np.round((scan.diffraction.astype(np.float64) * scale) ** 2).astype(np.uint16)
+    counts = np.round((scan.diffraction.astype(np.float64) * scale) ** 2)
+    # Raw detector counts as an integer stack; uint16 would wrap the bright central pixels at 1e6 photons.
+    counts = counts.astype(np.uint16 if counts.max() <= np.iinfo(np.uint16).max else np.uint32)
     folder.mkdir(parents=True, exist_ok=True)
     m = counts.shape[0]
     with h5py.File(folder / "diffraction.h5", "w") as h5:

@@ -98,7 +98,7 @@ def test_ptychodus_call_sequence(trained, scans, tmp_path):
     with zipfile.ZipFile(results["bundle_path"]) as archive:
         archive.extractall(unpacked)
     test = scans[1]
-    counts = np.round((test.diffraction * 40.0) ** 2).astype(np.uint16)
+    counts = np.round((test.diffraction * (250.0 / test.diffraction.max())) ** 2).astype(np.uint16)  # < 65535
     probe3 = np.stack([test.probe, 0.1 * test.probe])  # (modes, N, N): the dominant mode is used
     params.cfg.clear()
     inference_config = InferenceConfig(model=ModelConfig(N=64, gridsize=2, n_filters_scale=1),
