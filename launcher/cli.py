@@ -36,6 +36,7 @@ LAUNCH_KEYS = ("command", "func", "cluster", "profile", "partition", "account", 
                "cpus_per_task", "constraint", "exclusive", "signal_delay", "max_requeues", "setup", "run_dir",
                "dry_run", "emit_sbatch", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size", "input_list")
 TERMINAL_WAIT_POLL_S = 2.0
+UNKNOWN_GRACE_S = 120.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -385,6 +386,8 @@ def cmd_infer(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
 def _execute_chunks(plan: JobPlan, chunk_specs: list[dict[str, Any]], groups: list[list[int]], run_dir: Path,
                     wait: bool, kind: str) -> int:
     by_id = {c["chunk"]: c for c in chunk_specs}
+    if kind == "retry":
+        _mark_queued([by_id[i] for group in groups for i in group])
     if plan.cluster == "slurm":
         from launcher.submit import submit_array
 
@@ -410,6 +413,18 @@ def _execute_chunks(plan: JobPlan, chunk_specs: list[dict[str, Any]], groups: li
     return _report_final(run_dir)
 
 
+def _mark_queued(chunks: list[dict[str, Any]]) -> None:
+    """Before a retry, incomplete inputs read 'queued' (keeping the old error as previous_error), so the run does
+    not look finished on the old failure while the new task waits in the queue."""
+    for chunk in chunks:
+        for item in chunk["items"]:
+            old = arrays.input_state(Path(item["output"]))
+            if old["state"] != "completed":
+                arrays.write_input_status(Path(item["output"]), {
+                    "input": item["input"], "output": item["output"], "state": "queued", "queued_at": now(),
+                    "previous_error": old.get("error")})
+
+
 def _report_final(run_dir: Path) -> int:
     from launcher.status import format_status, run_status
 
@@ -419,14 +434,34 @@ def _report_final(run_dir: Path) -> int:
     return 0 if report["state"] == "COMPLETED" else 1
 
 
+def _job_states(report: dict[str, Any]) -> list[str]:
+    """Scheduler states of every job and array task of a status report, plus the array tasks' own states
+    (a task whose outputs are complete may still be COMPLETING in the scheduler)."""
+    tasks = report.get("tasks", [])
+    return [*(report.get("jobs") or {}).values(), *(t["state"].upper() for t in tasks),
+            *(t["scheduler_state"] for t in tasks if t["scheduler_state"])]
+
+
 def _wait_and_report(run_dir: Path, poll_s: float = TERMINAL_WAIT_POLL_S) -> int:
-    """Poll the scheduler (squeue + sacct, whose lag reads UNKNOWN) until every job of the run has ended."""
+    """Poll the scheduler until every job of the run has ended.
+
+    UNKNOWN (sacct lagging behind squeue, or a job the controller already forgot on a site without accounting)
+    keeps the wait going, but for at most UNKNOWN_GRACE_S in a row, so a wait can never hang forever.
+    """
     from launcher.status import ACTIVE, run_status
 
+    unknown_since: Optional[float] = None
     while True:
         report = run_status(run_dir)
-        states = list((report.get("jobs") or {}).values()) + [r["state"].upper() for r in report.get("tasks", [])]
-        if not any(s in ACTIVE or s == "UNKNOWN" for s in states):
+        states = _job_states(report)
+        if any(s in ACTIVE for s in states):
+            unknown_since = None
+        elif any(s == "UNKNOWN" for s in states):
+            unknown_since = unknown_since or time.monotonic()
+            if time.monotonic() - unknown_since > UNKNOWN_GRACE_S:
+                print(f"{PROG}: the scheduler no longer reports some jobs; stopped waiting", file=sys.stderr)
+                return _report_final(run_dir)
+        else:
             return _report_final(run_dir)
         time.sleep(poll_s)
 
@@ -450,9 +485,7 @@ def cmd_logs(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]
         return lambda: 0
 
     def running() -> bool:
-        report = run_status(args.run_dir)
-        states = list((report.get("jobs") or {}).values()) + [r["state"].upper() for r in report.get("tasks", [])]
-        return any(s in ACTIVE or s == "UNKNOWN" for s in states)
+        return any(s in ACTIVE or s == "UNKNOWN" for s in _job_states(run_status(args.run_dir)))
 
     return lambda: (follow_logs(files, running), 0)[1]
 

@@ -17,11 +17,13 @@ from launcher.rundir import LOCAL_LOGS, SUBMITIT, load_run
 __all__ = ["log_files", "print_logs", "follow_logs"]
 
 
-def _latest_job_for_chunk(run: dict[str, Any], chunk: int) -> Optional[tuple[str, int]]:
+def _latest_job_for_chunk(run: dict[str, Any], chunk: int) -> Optional[str]:
+    """Job id of the newest task that handled ``chunk``: ``<array>_<index>``, or a plain id for 1-task arrays."""
     found = None
     for sub in run.get("submissions", []):
         if chunk in sub.get("tasks", []):
-            found = (sub["job_id"], sub["tasks"].index(chunk))
+            index = sub["tasks"].index(chunk)
+            found = sub["task_job_ids"][index] if "task_job_ids" in sub else f"{sub['job_id']}_{index}"
     return found
 
 
@@ -50,7 +52,7 @@ def log_files(run_dir: Path, rank: Optional[int] = None, task: Optional[int] = N
         located = _latest_job_for_chunk(run, chunk)
         if located is None:
             raise LaunchError(f"{run_dir}: no task {chunk} in this run")
-        stem = f"{located[0]}_{located[1]}_0_log"
+        stem = f"{located}_0_log"
         files += [folder / f"{stem}.out", folder / f"{stem}.err"]
     return files
 

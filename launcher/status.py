@@ -34,12 +34,20 @@ def _expand(job_id: str) -> list[str]:
 
 
 def scheduler_states(job_ids: list[str]) -> dict[str, str]:
-    """State of each job / array task of ``job_ids`` (array tasks as ``<array>_<index>``)."""
+    """State of each job / array task of ``job_ids`` (array tasks as ``<array>_<index>``).
+
+    squeue wins for live jobs; sacct covers finished ones; ``scontrol show job`` (which remembers recent jobs for
+    MinJobAge) fills in when accounting is missing or lagging.
+    """
     if not job_ids:
         return {}
     wanted = set(job_ids)
     states: dict[str, str] = {}
-    for line in slurm_command(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State"]).splitlines():
+    try:
+        accounting = slurm_command(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,State"])
+    except LaunchError:  # a site without slurmdbd
+        accounting = ""
+    for line in accounting.splitlines():
         if "|" not in line:
             continue
         jid, state = line.split("|", 1)
@@ -49,7 +57,25 @@ def scheduler_states(job_ids: list[str]) -> dict[str, str]:
         jid, _, state = line.strip().partition(" ")
         if jid.split("_")[0] in wanted:
             states[jid] = state.strip()
+    for job in wanted - {jid.split("_")[0] for jid in states}:
+        states.update(_scontrol_states(job))
     return states
+
+
+def _scontrol_states(job: str) -> dict[str, str]:
+    try:
+        out = slurm_command(["scontrol", "-o", "show", "job", job])
+    except LaunchError:  # purged from the controller too: unknown
+        return {}
+    found = {}
+    for line in out.splitlines():
+        fields = dict(item.split("=", 1) for item in line.split() if "=" in item)
+        if "JobState" not in fields:
+            continue
+        task = fields.get("ArrayTaskId")
+        key = f"{fields['ArrayJobId']}_{task}" if task and task.isdigit() else fields.get("JobId", job)
+        found[key] = fields["JobState"]
+    return found
 
 
 def chunk_scheduler_states(run: dict[str, Any]) -> dict[int, str]:
@@ -57,7 +83,7 @@ def chunk_scheduler_states(run: dict[str, Any]) -> dict[int, str]:
     latest: dict[int, str] = {}
     for sub in run.get("submissions", []):
         for index, chunk in enumerate(sub.get("tasks", [])):
-            latest[chunk] = f"{sub['job_id']}_{index}"
+            latest[chunk] = sub["task_job_ids"][index] if "task_job_ids" in sub else f"{sub['job_id']}_{index}"
     if run.get("cluster") != "slurm" or not latest:
         return {}
     states = scheduler_states(sorted({task.split("_")[0] for task in latest.values()}))

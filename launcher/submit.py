@@ -118,7 +118,8 @@ def submit_training(plan: JobPlan, spec: dict[str, Any], run_dir: Path) -> Any:
 
 
 def submit_array(plan: JobPlan, chunk_specs: Sequence[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
-    """One Slurm job array over ``chunk_specs`` (array index i handles chunk_specs[i]); returns the submission."""
+    """One Slurm job array over ``chunk_specs`` (array index i handles chunk_specs[i]); returns the submission
+    record for run.json: the job id, the chunk of each task and each task's own job id."""
     import submitit
 
     from launcher.rank_entry import infer_chunk
@@ -130,7 +131,9 @@ def submit_array(plan: JobPlan, chunk_specs: Sequence[dict[str, Any]], run_dir: 
         raise LaunchError(f"submission failed: {_submission_error(exc)}") from None
     array_id = str(jobs[0].job_id).split("_")[0]
     _keep_script(jobs[0], run_dir)
-    return {"job_id": array_id, "tasks": [spec["chunk"] for spec in chunk_specs]}
+    # submitit submits a single task as a plain job ("123"), several as an array ("123_0", "123_1", ...)
+    return {"job_id": array_id, "tasks": [spec["chunk"] for spec in chunk_specs],
+            "task_job_ids": [str(job.job_id) for job in jobs]}
 
 
 def _submission_error(exc: BaseException) -> str:

@@ -216,7 +216,10 @@ def test_slurm_inference_array_manifest_failure_and_retry(slurm_cluster, data, d
     run = json.loads((run_dir / "run.json").read_text())
     assert [s["tasks"] for s in run["submissions"]] == [[0, 1, 2, 3], [2]]
     assert (out / "in0" / "reconstruction.npz").stat().st_mtime_ns == untouched
-    assert json.loads((out / "in2" / "status.json").read_text())["job_id"] == f"{run['submissions'][1]['job_id']}_0"
+    assert run["submissions"][1]["task_job_ids"] == [run["submissions"][1]["job_id"]]  # one task: a plain job
+    assert json.loads((out / "in2" / "status.json").read_text())["job_id"] == run["submissions"][1]["job_id"]
+    assert status(run_dir)["tasks"][2]["scheduler_state"] == "COMPLETED"
+    assert "done" in launch("logs", str(run_dir), "--task", "2").stdout
     assert "nothing to retry" in launch("retry", str(run_dir)).stdout
     assert not list(tmp_path.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
 
