@@ -8,7 +8,6 @@ deviance on counts, bilinear translation with zeros outside, and the real-space 
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import numpy as np

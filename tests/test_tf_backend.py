@@ -13,7 +13,7 @@ tf = pytest.importorskip("tensorflow", reason="TensorFlow backend not installed:
 
 from ptycho import params  # noqa: E402
 from ptycho.config.config import InferenceConfig, ModelConfig, TrainingConfig, update_legacy_dict  # noqa: E402
-from ptycho.data_contract import ScanData, save_scan  # noqa: E402
+from ptycho.data_contract import save_scan  # noqa: E402
 from ptycho.errors import BundleError  # noqa: E402
 from ptycho.simulate import simulate_scan  # noqa: E402
 
