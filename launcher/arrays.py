@@ -17,7 +17,7 @@ from launcher.rundir import MANIFEST, write_json
 from ptycho.atomic import atomic_write_text
 
 __all__ = ["STATUS_FILE", "OUTPUT_FILE", "read_input_list", "output_dirs", "make_chunks", "split_arrays",
-           "input_state", "write_input_status", "aggregate", "write_manifest", "read_manifest", "chunks_to_retry"]
+           "input_state", "write_input_status", "aggregate", "write_manifest", "chunks_to_retry"]
 
 STATUS_FILE = "status.json"
 OUTPUT_FILE = "reconstruction.npz"
@@ -120,11 +120,6 @@ def write_manifest(run_dir: Path, rows: Iterable[dict[str, Any]]) -> Path:
     path = Path(run_dir) / MANIFEST
     atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
     return path
-
-
-def read_manifest(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / MANIFEST
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def chunks_to_retry(rows: Sequence[dict[str, Any]]) -> list[int]:

@@ -162,7 +162,7 @@ def test_manifest_aggregates_input_status_and_scheduler_state(tmp_path):
     assert "c.npz: DataContractError: bad" in rows[1]["error"]
     path = arrays.write_manifest(tmp_path, rows)
     assert [json.loads(line)["task"] for line in path.read_text().splitlines()] == [0, 1, 2, 3, 4]
-    assert arrays.read_manifest(tmp_path) == json.loads(json.dumps(rows))
+    assert [json.loads(line) for line in path.read_text().splitlines()] == json.loads(json.dumps(rows))
     with pytest.raises(LaunchError, match="still queued or running"):
         arrays.chunks_to_retry(rows)
     assert arrays.chunks_to_retry([r for r in rows if r["task"] != 4]) == [1, 2, 3]
@@ -284,3 +284,15 @@ def test_plain_template_quotes_every_substituted_value(tmp_path):
     assert not list(tmp_path.glob("PWNED*"))
     with pytest.raises(LaunchError, match="no value for"):
         render_template("{{missing}}", {})
+
+
+def test_input_list_skips_comments_and_resolves_relative_to_the_list(tmp_path):
+    listing = tmp_path / "lists" / "inputs.txt"
+    listing.parent.mkdir()
+    listing.write_text("# scans\n\na.npz\n/abs/b.npz\n  ../c.npz  \n")
+    assert arrays.read_input_list(listing) == [tmp_path / "lists" / "a.npz", Path("/abs/b.npz"), tmp_path / "c.npz"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(LaunchError, match="lists no input files"):
+        arrays.read_input_list(tmp_path / "empty.txt")
+    with pytest.raises(LaunchError, match="cannot be read"):
+        arrays.read_input_list(tmp_path / "missing.txt")
