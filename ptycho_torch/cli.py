@@ -81,6 +81,10 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
     parser.add_argument("--early_stop_patience", type=int, default=s)
     parser.add_argument("--max_minutes", type=float, default=s, help="stop training after this wall time")
     parser.add_argument("--checkpoint_save_top_k", type=int, default=s)
+    parser.add_argument("--checkpoint_every_n_steps", type=int, default=s,
+                        help="also checkpoint every N optimizer steps (resume point after preemption/failure)")
+    parser.add_argument("--checkpoint_every_minutes", type=float, default=s,
+                        help="also checkpoint every M minutes of training")
     parser.add_argument("--logger", dest="logger_backend", type=_logger, default=s,
                         help="tensorboard (default), csv, mlflow or none")
 

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.errors import PtychoInputError
+from ptycho_torch.checkpointing import AtomicCheckpointIO, ResumeState, periodic_checkpoints
 from ptycho_torch.trainer_args import trainer_arguments
 
 __all__ = ["trainer_arguments", "build_trainer", "build_logger", "CHECKPOINT_DIR", "TENSORBOARD_DIR"]
@@ -66,7 +67,10 @@ def build_callbacks(execution: PyTorchExecutionConfig, output_dir: Path, has_val
             monitor=monitor,
             save_top_k=execution.checkpoint_save_top_k,
             save_last=True,
+            enable_version_counter=False,
         ))
+        callbacks.extend(periodic_checkpoints(execution, output_dir / CHECKPOINT_DIR))
+        callbacks.append(ResumeState())
     if execution.early_stop_patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, patience=execution.early_stop_patience))
     if execution.enable_progress_bar:
@@ -85,5 +89,5 @@ def build_trainer(execution: PyTorchExecutionConfig, output_dir: Path, max_epoch
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
         num_sanity_val_steps=0,
-        plugins=plugins,
+        plugins=[*(plugins or []), AtomicCheckpointIO()],
     )

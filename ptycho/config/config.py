@@ -307,6 +307,8 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     0 selects the probe-weighted window |P|^2 instead. ``pad_eval`` makes the stitched canvas cover every patch in
     full rather than only the box of scan centres. ``inference_batch_size=None`` picks a batch size automatically.
     ``max_minutes`` stops training after that wall time (a CPU/GPU budget); ``seed`` seeds everything.
+    ``checkpoint_every_n_steps`` / ``checkpoint_every_minutes`` also refresh ``checkpoints/last.ckpt`` mid-epoch,
+    bounding the work a preempted or failed run loses (None: at epoch ends only).
     """
 
     accelerator: str = "auto"
@@ -326,6 +328,8 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     enable_checkpointing: bool = True
     checkpoint_save_top_k: int = 1
     checkpoint_monitor_metric: str = "val_loss"
+    checkpoint_every_n_steps: Optional[int] = None
+    checkpoint_every_minutes: Optional[float] = None
     early_stop_patience: Optional[int] = None
     enable_progress_bar: bool = True
     logger_backend: Optional[str] = "tensorboard"
@@ -354,6 +358,8 @@ class PyTorchExecutionConfig(_ValidatedConfig):
         "enable_checkpointing": _is_bool,
         "checkpoint_save_top_k": _int_at_least(-1),
         "checkpoint_monitor_metric": lambda v: None if isinstance(v, str) and v else "must be a metric name",
+        "checkpoint_every_n_steps": _int_at_least(1, optional=True),
+        "checkpoint_every_minutes": _number_at_least(0, optional=True, strict=True),
         "early_stop_patience": _int_at_least(1, optional=True),
         "enable_progress_bar": _is_bool,
         "logger_backend": _one_of(LOGGER_BACKENDS),
@@ -374,6 +380,12 @@ class PyTorchExecutionConfig(_ValidatedConfig):
         if self.nodes > 1 and self.strategy not in MULTI_NODE_STRATEGIES:
             raise ValueError(
                 f"PyTorchExecutionConfig.nodes={self.nodes} needs strategy 'ddp' or 'fsdp', got {self.strategy!r}"
+            )
+        periodic = self.checkpoint_every_n_steps is not None or self.checkpoint_every_minutes is not None
+        if periodic and not self.enable_checkpointing:
+            raise ValueError(
+                "PyTorchExecutionConfig.checkpoint_every_n_steps/checkpoint_every_minutes need "
+                "enable_checkpointing=True"
             )
         if (self.persistent_workers or self.prefetch_factor is not None) and self.num_workers == 0:
             raise ValueError(
