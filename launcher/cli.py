@@ -34,7 +34,8 @@ PROG = "ptycho-launch"
 #: launcher-only flags: never passed to the config factory
 LAUNCH_KEYS = ("command", "func", "cluster", "profile", "partition", "account", "qos", "time", "mem",
                "cpus_per_task", "constraint", "exclusive", "signal_delay", "max_requeues", "setup", "run_dir",
-               "dry_run", "emit_sbatch", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size", "input_list")
+               "dry_run", "emit_sbatch", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size", "input_list",
+               "resume")
 TERMINAL_WAIT_POLL_S = 2.0
 UNKNOWN_GRACE_S = 120.0
 
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(train)
     train.set_defaults(output_dir=None, func=cmd_train)
     _add_cluster_arguments(train, array=False)
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue a failed, cancelled or requeue-exhausted run in its own directory from its "
+                            "newest checkpoint (only --wait may accompany it)")
 
     infer = sub.add_parser("infer", help="reconstruct many scans as a job array")
     infer.add_argument("--model_path", type=Path, required=True, help="wts.h5.zip or a folder holding it")
@@ -224,13 +228,19 @@ def _prepare_train(args: argparse.Namespace, argv: Sequence[str]) -> tuple[JobPl
     sha = payload_fingerprint(payload)
     spec = {"kind": "train", "cluster": cluster, "run_dir": str(run_dir), "train_data_file": str(train_path),
             "overrides": _json_safe(overrides), "execution": payload.execution_config.to_dict(),
-            "dist_timeout_s": plan.dist_timeout_s, "submitted_sha256": sha, "submitted_at": time.time()}
+            "dist_timeout_s": plan.dist_timeout_s, "max_requeues": plan.max_requeues, "submitted_sha256": sha,
+            "submitted_at": time.time()}
     config = {"payload": payload.to_dict(), "payload_sha256": sha, "overrides": spec["overrides"],
               "execution": spec["execution"], "plan": plan.to_dict(), "profile": profile}
     return plan, spec, config
 
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
+    if args.resume is not None:
+        extra = [a for a in argv[1:] if a.startswith("--") and a.split("=")[0] not in ("--resume", "--wait")]
+        if extra:
+            raise LaunchError(f"--resume continues the run with its own configuration; drop {' '.join(extra)}")
+        return _resume_training(absolute_path(args.resume), args.wait)
     plan, spec, config = _prepare_train(args, argv)
     run_dir = Path(spec["run_dir"])
     for notice in plan.notices:
@@ -248,6 +258,30 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
     return lambda: _execute_train(plan, spec, run_dir, args.wait)
 
 
+def _resume_training(run_dir: Path, wait: bool) -> Callable[[], int]:
+    """``train --resume`` / ``retry`` of a training run: the same spec and plan, submitted again into the same
+    run directory; the ranks find the newest complete checkpoint there themselves."""
+    from launcher.status import ACTIVE, run_status
+
+    run = load_run(run_dir)
+    if run["kind"] != "train":
+        raise LaunchError(f"{run_dir}: an inference run; use {PROG} retry {run_dir}")
+    report = run_status(run_dir)
+    if report["state"] in ACTIVE or report["state"] == "UNKNOWN":
+        raise LaunchError(f"{run_dir}: job is {report['state']}; wait for it or cancel it first")
+    if report["state"] == "COMPLETED":
+        print("nothing to resume: training completed")
+        return lambda: 0
+    spec = read_json(run_dir / SPEC)
+    plan = JobPlan.from_dict(read_json(run_dir / CONFIG)["plan"])
+    plan.slurm.pop("additional_parameters", None)  # a resumption is never submitted held
+    check_scan(spec["train_data_file"], "train_data_file")
+    found = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    print(f"resuming {run_dir} from its newest checkpoint" if found
+          else f"no checkpoint in {run_dir} yet: training restarts from step 0")
+    return lambda: _execute_train(plan, spec, run_dir, wait, kind="resume")
+
+
 def _emit_sbatch(plan: JobPlan, run_dir: Path) -> int:
     """The plain-template route: a reviewable script running the same per-rank entry; nothing is submitted."""
     from launcher.templates import render_job_script
@@ -262,11 +296,11 @@ def _emit_sbatch(plan: JobPlan, run_dir: Path) -> int:
     return 0
 
 
-def _execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: bool) -> int:
+def _execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: bool, kind: str = "initial") -> int:
     if plan.cluster == "debug":
         from launcher.rank_entry import train_rank
 
-        update_run(run_dir, state="running", submissions=[{"job_id": "debug", "submitted_at": now()}])
+        update_run(run_dir, state="running", submissions=[{"job_id": "debug", "submitted_at": now(), "kind": kind}])
         try:
             summary = train_rank(spec)
         except BaseException:
@@ -278,7 +312,7 @@ def _execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: boo
 
     job = submit_training(plan, spec, run_dir)
     update_run(run_dir, state="queued" if plan.cluster == "slurm" else "running",
-               submissions=[{"job_id": str(job.job_id), "submitted_at": now(), "kind": "initial"}])
+               submissions=[{"job_id": str(job.job_id), "submitted_at": now(), "kind": kind}])
     if plan.cluster == "slurm":
         print(f"submitted job {job.job_id} ({plan.nodes} node(s) x {plan.tasks_per_node} task(s))")
         print(f"watch: {PROG} status {run_dir}   logs: {PROG} logs {run_dir} --follow")
@@ -499,23 +533,16 @@ def cmd_cancel(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], in
 
 
 def cmd_retry(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
-    from launcher.status import ACTIVE, run_status
+    from launcher.status import run_status
 
     run_dir = absolute_path(args.run_dir)
     run = load_run(run_dir)
+    if run["kind"] == "train":
+        return _resume_training(run_dir, args.wait)
     spec = read_json(run_dir / SPEC)
     plan = JobPlan.from_dict(read_json(run_dir / CONFIG)["plan"])
     plan.slurm.pop("additional_parameters", None)  # a retry is never submitted held
     report = run_status(run_dir)
-    if run["kind"] == "train":
-        if report["state"] in ACTIVE or report["state"] == "UNKNOWN":
-            raise LaunchError(f"{run_dir}: job is {report['state']}; wait for it or cancel it first")
-        if report["state"] == "COMPLETED":
-            print("nothing to retry: training completed")
-            return lambda: 0
-        check_scan(spec["train_data_file"], "train_data_file")
-        print(f"resubmitting training (resumes from checkpoints/last.ckpt when present): {run_dir}")
-        return lambda: _execute_train(plan, spec, run_dir, args.wait)
     todo = arrays.chunks_to_retry(report["tasks"])
     if not todo:
         print("nothing to retry: every input is complete")

@@ -6,6 +6,7 @@ inference arrays write ``logs/task-<chunk>.log``.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,11 @@ from typing import Any, Callable, Optional, TextIO
 from launcher.errors import LaunchError
 from launcher.rundir import LOCAL_LOGS, SUBMITIT, load_run
 
-__all__ = ["log_files", "print_logs", "follow_logs"]
+__all__ = ["log_files", "print_logs", "follow_logs", "failed_rank"]
+
+#: srun's report of a task that ended badly, e.g. ``srun: error: n1: task 1: Killed``
+_SRUN_TASK = re.compile(r"^srun: error: (?P<node>\S+): tasks? (?P<ranks>[\d,-]+): (?P<reason>.+)$", re.MULTILINE)
+_TERMINATING = "_step_signal: Terminating StepId"
 
 
 def _latest_job_for_chunk(run: dict[str, Any], chunk: int) -> Optional[str]:
@@ -84,3 +89,24 @@ def follow_logs(files: list[Path], still_running: Callable[[], bool], out: TextI
         drain()
         time.sleep(poll_s)
     drain()
+
+
+def failed_rank(run_dir: Path, job_id: str) -> Optional[dict[str, Any]]:
+    """The rank that brought a training job down, from srun's report in the batch log (rank zero's stderr).
+
+    With --kill-on-bad-exit srun names the task that died first (Killed, Exited with exit code N), then terminates
+    the others; a requeued job appends to the same file, so the last such report is the one that counts.
+    """
+    folder = Path(run_dir) / SUBMITIT
+    batch = folder / f"{job_id}_0_log.err"
+    if not batch.is_file():
+        return None
+    text = batch.read_text(errors="replace")
+    cut = text.rfind(_TERMINATING)
+    reports = list(_SRUN_TASK.finditer(text[:cut] if cut >= 0 else text))
+    if not reports:
+        return None
+    last = reports[-1]
+    rank = int(re.split(r"[,-]", last["ranks"])[0])
+    return {"rank": rank, "node": last["node"], "reason": last["reason"].strip(),
+            "log": str(folder / f"{job_id}_{rank}_log.err")}

@@ -8,12 +8,17 @@ Training, per rank: rebuild the payload with the config factory (which also fill
 SHA-256 of ``payload_fingerprint``, all-gather the fingerprints and abort with both hashes when any rank differs,
 then train. Lightning writes checkpoints and TensorBoard on global rank zero only; the workflow writes the bundle on
 rank zero only; this module writes ``summary.json`` on rank zero only. Other ranks write only their own logs.
+
+Resume: every start looks for the newest complete checkpoint in the run directory (a requeue, ``retry`` and
+``train --resume`` all land here), so the path is never baked into submitit's pickle. Rank zero appends each
+resumption (job id, Slurm restart count, time, checkpoint, step) to run.json's ``resumes``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 import time
@@ -25,8 +30,7 @@ from submitit.helpers import Checkpointable
 
 from launcher.rundir import SUMMARY, now, read_json, update_run, write_json
 
-__all__ = ["TrainingTask", "train_rank", "infer_chunk", "verify_fingerprints", "PayloadMismatchError",
-           "newest_checkpoint", "main"]
+__all__ = ["TrainingTask", "train_rank", "infer_chunk", "verify_fingerprints", "PayloadMismatchError", "main"]
 
 
 class PayloadMismatchError(RuntimeError):
@@ -43,12 +47,6 @@ def verify_fingerprints(gathered: Sequence[tuple[int, str]]) -> str:
                 f"payload mismatch: rank {reference_rank} sha256 {reference} != rank {rank} sha256 {sha}; "
                 "the ranks rebuilt different configurations (files or package versions differ between nodes?)")
     return reference
-
-
-def newest_checkpoint(run_dir: Path) -> Optional[str]:
-    """``checkpoints/last.ckpt`` of this run, if an earlier attempt (requeue, retry) left one."""
-    last = Path(run_dir) / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
 
 
 def _log(rank: int, message: str) -> None:
@@ -95,21 +93,68 @@ def _gather_fingerprints(sha: str, rank: int, world: int, local_rank: int, main:
     return [tuple(item) for item in gathered]
 
 
+#: the latest optimizer step of this process: the requeue handler runs in a signal handler and can only log this
+_PROGRESS: dict[str, Optional[int]] = {"step": None}
+
+
 def _first_step_callback(rank: int) -> Any:
     from lightning.pytorch.callbacks import Callback
 
     class FirstStep(Callback):
-        """Logs the wall-clock time of the first optimizer step (the launch benchmark reads it)."""
+        """Logs the wall-clock time of the first optimizer step (the launch benchmark reads it) and keeps
+        ``_PROGRESS`` current."""
 
         def __init__(self) -> None:
             self.at: Optional[float] = None
 
         def on_train_batch_end(self, trainer: Any, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            _PROGRESS["step"] = trainer.global_step
             if self.at is None:
                 self.at = time.time()
                 _log(rank, f"first optimizer step at {self.at:.3f}")
 
     return FirstStep()
+
+
+def _keep_submitit_sigterm() -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    class KeepSubmititSigterm(Callback):
+        """Lightning (2.6) ends training on SIGTERM, but Slurm sends SIGTERM ahead of the USR2 that makes submitit
+        checkpoint and requeue, and submitit ignores it on purpose. Once Lightning has installed its handler,
+        submitit's comes back, so a preemption becomes a requeue instead of a failed job."""
+
+        def __init__(self) -> None:
+            self.handler = signal.getsignal(signal.SIGTERM)
+
+        def on_train_start(self, trainer: Any, module: Any) -> None:
+            signal.signal(signal.SIGTERM, self.handler)
+
+    return KeepSubmititSigterm()
+
+
+def _restart_count() -> int:
+    """How often Slurm has requeued this job (0 on the first start and outside Slurm)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def _resume_recorder(run_dir: Path, checkpoint: Optional[Path]) -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    from ptycho_torch.checkpointing import ResumeState
+
+    class RecordResume(Callback):
+        """Once the checkpoint is restored, rank zero logs and records where training resumed."""
+
+        def on_train_start(self, trainer: Any, module: Any) -> None:
+            if not trainer.is_global_zero:
+                return
+            step = next((c.resumed_step for c in trainer.callbacks if isinstance(c, ResumeState)), None)
+            _log(0, f"resumed from {checkpoint} at step {step}" if checkpoint else "restarted without a checkpoint")
+            update_run(run_dir, resumes=[{"job_id": _job_id(), "restart_count": _restart_count(), "at": now(),
+                                          "checkpoint": str(checkpoint) if checkpoint else None, "step": step}])
+
+    return RecordResume()
 
 
 def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
@@ -146,27 +191,34 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
     tf = payload.tf_training_config
     train = load_scan(tf.train_data_file)
     test = load_scan(tf.test_data_file) if tf.test_data_file else None
+    from ptycho_torch.checkpointing import ResumeState, newest_checkpoint
+
     first_step = _first_step_callback(rank)
     resume = newest_checkpoint(run_dir)
-    if resume:
-        _log(rank, f"resuming from {resume}")
-    results = train_cdi_model_torch(train, test, payload, plugins=plugins, callbacks=[first_step],
-                                    ckpt_path=resume)
+    callbacks = [first_step] if spec["cluster"] == "debug" else [first_step, _keep_submitit_sigterm()]
+    if resume or _restart_count():
+        callbacks.append(_resume_recorder(run_dir, resume))
+    results = train_cdi_model_torch(train, test, payload, plugins=plugins, callbacks=callbacks,
+                                    ckpt_path=str(resume) if resume else None)
+    trainer = results["trainer"]
     summary = {
         "bundle": str(results["bundle_path"]) if results["bundle_path"] else None,
         "payload_sha256": sha,
         "rank_fingerprints": {str(r): s for r, s in gathered},
         "world_size": world,
-        "trainer_world_size": results["trainer"].world_size,
+        "trainer_world_size": trainer.world_size,
         "started_at": started,
         "first_step_at": first_step.at,
         "finished_at": time.time(),
         "train_seconds": results["train_seconds"],
         "train_samples_per_s": results["train_samples_per_s"],
         "history": results["history"],
-        "resumed_from": resume,
+        "resumed_from": str(resume) if resume else None,
+        "resumed_from_step": next((c.resumed_step for c in trainer.callbacks if isinstance(c, ResumeState)), None),
+        "global_step": trainer.global_step,
+        "epochs": trainer.current_epoch,
     }
-    if results["trainer"].is_global_zero:
+    if trainer.is_global_zero:
         write_json(run_dir / SUMMARY, summary)
         update_run(run_dir, state="completed", finished_at=now())
         _log(rank, f"bundle: {results['bundle_path']}")
@@ -175,11 +227,21 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
 
 class TrainingTask(Checkpointable):
     """The submitted callable. On timeout/preemption submitit calls ``checkpoint`` (rank zero, in a signal
-    handler): it only returns the resubmission; the requeued job resumes from the newest checkpoint in the run
-    directory, which every epoch refreshes. Nothing collective happens in the handler."""
+    handler): it only returns the resubmission (or None past ``max_requeues``); the requeued job resumes from the
+    newest checkpoint in the run directory, which all ranks refresh together every epoch and at the configured
+    step/minute intervals. Nothing collective and no file locking happens in the handler."""
 
     def __call__(self, spec: dict[str, Any]) -> dict[str, Any]:
         return train_rank(spec)
+
+    def checkpoint(self, spec: dict[str, Any]) -> Any:
+        """submitit bounds timeouts only; preemptions count here too, so a job cannot requeue forever."""
+        if _restart_count() >= int(spec["max_requeues"]):
+            _log(0, f"not requeued: already requeued {_restart_count()} time(s) (--max-requeues "
+                    f"{spec['max_requeues']}); continue by hand with ptycho-launch train --resume RUN_DIR")
+            return None
+        _log(0, f"requeue requested at step {_PROGRESS['step']}: the job restarts from the newest checkpoint")
+        return super().checkpoint(spec)
 
 
 def _job_id() -> str:

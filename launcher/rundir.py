@@ -3,7 +3,7 @@
     RUN_DIR/
       config.json      canonical + execution configs, overrides, command line, versions, git commit, plan
       spec.json        what every rank / array task receives (JSON; the same dict submitit passes)
-      run.json         job ids, submissions, state, timestamps (updated by the launcher and rank zero)
+      run.json         job ids, submissions, resumes, state, timestamps (updated by the launcher and rank zero)
       job-<id>.sbatch  the sbatch script of each Slurm submission
       submitit/        submitit's per-rank logs and pickles of the submitted callable
       checkpoints/ tb/ wts.h5.zip summary.json      (training; written by global rank zero)
@@ -29,6 +29,8 @@ __all__ = ["CONFIG", "SPEC", "RUN", "SUMMARY", "MANIFEST", "SUBMITIT", "LOCAL_LO
 
 CONFIG, SPEC, RUN, SUMMARY, MANIFEST = "config.json", "spec.json", "run.json", "summary.json", "manifest.jsonl"
 SUBMITIT, LOCAL_LOGS = "submitit", "logs"
+#: run.json lists that grow: every submission, every resumption of training (requeue, retry, --resume)
+APPENDED = ("submissions", "resumes")
 DEFAULT_ROOT = Path("runs")
 
 
@@ -88,7 +90,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
 
 
 def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
-    """Merge ``changes`` into run.json (atomic replace); ``submissions`` entries are appended, not replaced.
+    """Merge ``changes`` into run.json (atomic replace); ``submissions`` and ``resumes`` entries are appended.
 
     The launcher and rank zero both update run.json; an flock on ``.run.lock`` serialises their read-modify-write.
     """
@@ -96,9 +98,10 @@ def update_run(run_dir: Path, **changes: Any) -> dict[str, Any]:
     with open(Path(run_dir) / ".run.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = read_json(path) if path.stat().st_size else {}
-        new_submissions = changes.pop("submissions", [])
+        appended = {key: changes.pop(key, []) for key in APPENDED}
         data.update(changes)
-        data.setdefault("submissions", []).extend(new_submissions)
+        for key, entries in appended.items():
+            data.setdefault(key, []).extend(entries)
         data["updated_at"] = now()
         write_json(path, data)
     return data

@@ -13,12 +13,15 @@ from typing import Any
 
 from launcher import arrays
 from launcher.errors import LaunchError
+from launcher.logs import failed_rank
 from launcher.rundir import SPEC, SUMMARY, load_run, now, read_json, update_run
 from launcher.submit import slurm_command
 
 __all__ = ["scheduler_states", "chunk_scheduler_states", "run_status", "cancel_run", "format_status", "ACTIVE"]
 
 ACTIVE = arrays.ACTIVE
+#: scheduler states of a training job that died (rather than finished, timed out or was cancelled)
+FAILED = ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
 
 
 def _expand(job_id: str) -> list[str]:
@@ -117,6 +120,8 @@ def _training_status(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
         out["jobs"] = {job: states.get(job, "UNKNOWN") for job in jobs}
         latest = out["jobs"][jobs[-1]]
         out["state"] = "COMPLETED" if summary and latest in ("COMPLETED", "UNKNOWN") else latest
+        if out["state"] in FAILED:
+            out["failure"] = failed_rank(run_dir, jobs[-1])
     else:
         out["state"] = str(run.get("state", "unknown")).upper()
     return out
@@ -150,6 +155,12 @@ def format_status(report: dict[str, Any]) -> str:
     lines = [f"run {report['run_dir']}: {report['kind']} on {report['cluster']}: {report['state']}"]
     for job, state in (report.get("jobs") or {}).items():
         lines.append(f"  job {job}: {state}")
+    failure = report.get("failure")
+    if failure:
+        lines.append(f"  rank {failure['rank']} on {failure['node']} ended the job: {failure['reason']}; "
+                     f"log: {failure['log']}")
+    if report["kind"] == "train" and report["state"] not in ("COMPLETED", *ACTIVE, "UNKNOWN"):
+        lines.append(f"  continue from the newest checkpoint: ptycho-launch train --resume {report['run_dir']}")
     if report.get("bundle"):
         lines.append(f"  bundle: {report['bundle']}")
     for row in report.get("tasks", []):
