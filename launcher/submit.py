@@ -59,7 +59,11 @@ def partition_node_count(partition: Optional[str]) -> int:
     wanted = partition or default
     if wanted not in counts:
         known = ", ".join(sorted(counts)) or "none"
-        raise LaunchError(f"--partition {wanted}: no such partition (known: {known})")
+        try:  # the scheduler's own words (it may know partitions hidden from sinfo)
+            slurm_command(["sbatch", "--test-only", f"--partition={wanted}", "--wrap=true"])
+        except LaunchError as exc:
+            raise LaunchError(f"--partition {wanted}: {exc} (partitions: {known})") from None
+        raise LaunchError(f"--partition {wanted}: not listed by sinfo (partitions: {known})")
     return counts[wanted]
 
 

@@ -51,7 +51,7 @@ def group_scan(
     ``subsample_seed=None`` draws fresh randomness; pass a seed for identical groups across runs and ranks.
     """
     m = scan.n_positions
-    c = _validate(scan, n_groups, gridsize, neighbor_count, n_subsample, m)
+    c = validate_grouping(scan, n_groups, gridsize, neighbor_count, n_subsample)
     rng = np.random.default_rng(subsample_seed)
 
     pool_size = m if n_subsample is None else n_subsample
@@ -84,9 +84,11 @@ def group_scan(
     )
 
 
-def _validate(
-    scan: ScanData, n_groups: int, gridsize: int, neighbor_count: int, n_subsample: int | None, m: int
+def validate_grouping(
+    scan: ScanData, n_groups: int, gridsize: int, neighbor_count: int, n_subsample: int | None
 ) -> int:
+    """The grouping rules (also run by the CLIs before they write anything); returns C = gridsize**2."""
+    m = scan.n_positions
     if gridsize < 1:
         raise PtychoInputError(f"gridsize must be >= 1, got {gridsize}")
     c = gridsize**2

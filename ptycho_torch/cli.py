@@ -8,6 +8,7 @@ means the same thing everywhere. User mistakes print one line and exit 2 (usage)
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import platform
 import sys
@@ -166,11 +167,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+#: write failures the user can fix (space, quota, read-only or foreign file systems); anything else is a bug
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def _guard(prog: str, body: Callable[[], int]) -> int:
     try:
         return body()
     except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{prog}: error: {where}{exc.strerror}; free space or choose another --output_dir", file=sys.stderr)
         return 1
 
 
@@ -200,6 +211,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         from ptycho.data_contract import load_scan
+        from ptycho.grouping import validate_grouping
         from ptycho.simulate import write_default_dataset
         from ptycho_torch.config_factory import create_training_payload
         from ptycho_torch.inference import metrics_against_truth, save_outputs
@@ -221,6 +233,8 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
         test = load_scan(overrides["test_data_file"]) if overrides.get("test_data_file") else None
         overrides.setdefault("n_groups", train.n_positions)
         payload = create_training_payload(train_file, output_dir, overrides)
+        cfg = payload.tf_training_config
+        validate_grouping(train, cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
         write_run_snapshot(output_dir, payload, ["ptycho-train", *argv])
         if payload.tf_training_config.backend == "tensorflow":
             return _train_tensorflow(train, test, payload, output_dir)
@@ -285,12 +299,14 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
             for name, path in result["paths"].items():
                 print(f"{name}: {path}")
             return 0
+        from ptycho.data_contract import load_scan
         from ptycho_torch.config_factory import create_inference_payload
         from ptycho_torch.inference import run_pytorch_inference_workflow
 
         overrides = overrides_from_args(args, skip=("model_path", "test_data_file", "output_dir"))
         _setup_logging(overrides.get("enable_progress_bar") is False)
         payload = create_inference_payload(args.model_path, args.test_data_file, args.output_dir, overrides)
+        load_scan(args.test_data_file)  # a bad scan fails before anything is written
         write_run_snapshot(Path(payload.tf_inference_config.output_dir), payload, ["ptycho-infer", *argv])
         result = run_pytorch_inference_workflow(payload)
         _print_metrics(result["metrics"])

@@ -68,7 +68,7 @@ def _bad_requests(scans, tmp_path) -> list[tuple[tuple[str, ...], str]]:
         (_train(scans, "--run-dir", str(blocker / "run")), "blocker: exists and is not a directory"),
         (("infer", "--model_path", str(tmp_path / "missing"), "--test_data_file", str(scans["test"]),
           "--output_dir", str(tmp_path / "o")), "model archive not found"),
-        (_train(scans, "--partition", "nonexistent"), "--partition nonexistent: no such partition"),
+        (_train(scans, "--partition", "nonexistent"), "--partition nonexistent: sbatch failed: sbatch: error: invalid partition specified: nonexistent"),
     ]
 
 
