@@ -22,8 +22,8 @@ from launcher.plan import JobPlan, Resources, normalise_strategy, plan_inference
 from launcher.profiles import load_profile
 from launcher.rundir import (CONFIG, SPEC, claim_run_dir, git_commit, load_run, now, planned_run_dir, read_json,
                              update_run, versions, write_json)
-from launcher.validate import (absolute_path, check_bundle, check_mem, check_scan, check_world, check_writable_dir,
-                               parse_time_minutes)
+from launcher.validate import (absolute_path, check_bundle, check_mem, check_plain_text, check_scan, check_world,
+                               check_writable_dir, parse_time_minutes)
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho_torch.cli import USER_ERRORS, add_data_arguments, add_execution_arguments, add_training_arguments
 from ptycho_torch.cli import overrides_from_args
@@ -129,6 +129,8 @@ def _resources(args: argparse.Namespace, profile: dict[str, Any], job_name: str)
     def pick(flag: Optional[Any], key: str, default: Any = None) -> Any:
         return flag if flag is not None else profile.get(key, default)
 
+    for flag in ("partition", "account", "qos", "constraint"):
+        check_plain_text(pick(getattr(args, flag), flag), f"--{flag}")
     time_value = pick(args.time, "time")
     mem = pick(args.mem, "mem")
     parallelism = getattr(args, "array_parallelism", None)
@@ -222,6 +224,7 @@ def _prepare_train(args: argparse.Namespace, argv: Sequence[str]) -> tuple[JobPl
         available = partition_node_count(res.partition)
     check_world(cluster, nodes, devices, overrides.get("strategy", defaults.strategy), accelerator, available)
     run_dir = planned_run_dir(args.run_dir or args.output_dir, "train")
+    check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)
     payload = create_training_payload(train_path, run_dir, overrides)
     plan = plan_training(payload.execution_config, res, cluster, notices)
@@ -383,6 +386,7 @@ def _prepare_infer(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
                        f"submitting {len(groups)} arrays")
     plan = plan_inference(payload.execution_config.accelerator, res, cluster, len(chunks), notices)
     run_dir = planned_run_dir(args.run_dir, "infer")
+    check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)
     common = {"kind": "infer", "cluster": cluster, "run_dir": str(run_dir), "model_path": str(bundle),
               "overrides": _json_safe(overrides), "execution": payload.execution_config.to_dict()}

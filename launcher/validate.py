@@ -22,6 +22,7 @@ __all__ = [
     "check_bundle",
     "check_writable_dir",
     "check_world",
+    "check_plain_text",
 ]
 
 _TIME_FORMATS = (
@@ -53,6 +54,16 @@ def check_mem(text: str) -> str:
     return text.upper()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_plain_text(value: Any, flag: str) -> None:
+    """No control characters in anything that reaches an sbatch line: quoting protects a shell word, but a newline
+    inside ``#SBATCH --output='...'`` ends the directive and starts a command."""
+    if value is not None and _CONTROL.search(str(value)):
+        raise LaunchError(f"{flag} {str(value)!r}: contains a newline or other control character; rename it")
+
+
 def absolute_path(path: Path | str) -> Path:
     """Absolute, user-expanded path: what a rank on another node needs to find the same file."""
     return Path(path).expanduser().resolve()
@@ -63,6 +74,7 @@ def check_scan(path: Path | str, flag: str) -> tuple[Path, int, int]:
     from ptycho.data_contract import load_scan
 
     resolved = absolute_path(path)
+    check_plain_text(resolved, flag)
     if not resolved.is_file():
         raise LaunchError(f"{flag} {resolved}: file not found")
     if not os.access(resolved, os.R_OK):
@@ -92,6 +104,7 @@ def check_writable_dir(path: Path, flag: str, create: bool = True) -> Path:
     With ``create=False`` (dry runs create nothing) the nearest existing ancestor must be writable instead.
     """
     path = absolute_path(path)
+    check_plain_text(path, flag)
     if path.exists() and not path.is_dir():
         raise LaunchError(f"{flag} {path}: exists and is not a directory")
     if not create:

@@ -178,3 +178,18 @@ def test_run_json_appends_resumes(tmp_path):
     update_run(tmp_path / "r", kind="train", resumes=[{"step": 4}])
     data = update_run(tmp_path / "r", state="running", resumes=[{"step": 8}])
     assert [r["step"] for r in data["resumes"]] == [4, 8] and data["submissions"] == []
+
+
+def test_run_directory_respects_the_umask_and_nothing_is_world_writable(scans, tmp_path):
+    """umask 027: every directory and file a training run creates (run.json, checkpoints, bundle, TensorBoard,
+    summary) keeps 'other' without any access; none is world-writable."""
+    run_dir = tmp_path / "umask"
+    res = subprocess.run([LAUNCH, "train", "--cluster", "debug", "--train_data_file", str(scans["train"]),
+                          "--n_groups", "16", "--nepochs", "1", "--batch_size", "4", "--checkpoint_every_n_steps",
+                          "2", "--run-dir", str(run_dir)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, preexec_fn=lambda: os.umask(0o027))
+    assert res.returncode == 0, res.stderr
+    created = [run_dir, *run_dir.rglob("*")]
+    assert {"run.json", "last.ckpt", "wts.h5.zip", "summary.json"} <= {p.name for p in created}
+    loose = {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in created if p.stat().st_mode & 0o007}
+    assert not loose
