@@ -22,8 +22,8 @@ from launcher.plan import JobPlan, Resources, normalise_strategy, plan_inference
 from launcher.profiles import load_profile
 from launcher.rundir import (CONFIG, SPEC, claim_run_dir, git_commit, load_run, now, planned_run_dir, read_json,
                              update_run, versions, write_json)
-from launcher.validate import (absolute_path, check_bundle, check_mem, check_plain_text, check_scan, check_world,
-                               check_writable_dir, parse_time_minutes)
+from launcher.validate import (absolute_path, check_backend, check_bundle, check_mem, check_plain_text, check_scan,
+                               check_world, check_writable_dir, parse_time_minutes)
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho_torch.cli import USER_ERRORS, add_data_arguments, add_execution_arguments, add_training_arguments
 from ptycho_torch.cli import overrides_from_args
@@ -223,6 +223,7 @@ def _prepare_train(args: argparse.Namespace, argv: Sequence[str]) -> tuple[JobPl
 
         available = partition_node_count(res.partition)
     check_world(cluster, nodes, devices, overrides.get("strategy", defaults.strategy), accelerator, available)
+    check_backend(overrides.get("backend", "pytorch"), nodes * devices, overrides.get("strategy", defaults.strategy))
     run_dir = planned_run_dir(args.run_dir or args.output_dir, "train")
     check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)

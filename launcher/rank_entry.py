@@ -186,12 +186,14 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
     if rank == 0:
         update_run(run_dir, state="running", started_at=now())
 
-    from ptycho_torch.workflows.components import train_cdi_model_torch
-
     tf = payload.tf_training_config
     train = load_scan(tf.train_data_file)
     test = load_scan(tf.test_data_file) if tf.test_data_file else None
+    if tf.backend == "tensorflow":
+        return _train_tensorflow(run_dir, train, test, payload, sha, started)
+
     from ptycho_torch.checkpointing import ResumeState, newest_checkpoint
+    from ptycho_torch.workflows.components import train_cdi_model_torch
 
     first_step = _first_step_callback(rank)
     resume = newest_checkpoint(run_dir)
@@ -222,6 +224,23 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
         write_json(run_dir / SUMMARY, summary)
         update_run(run_dir, state="completed", finished_at=now())
         _log(rank, f"bundle: {results['bundle_path']}")
+    return summary
+
+
+def _train_tensorflow(run_dir: Path, train: Any, test: Any, payload: Any, sha: str, started: float) -> dict[str, Any]:
+    """Single-process TensorFlow training (validation refused anything distributed) through the backend selector."""
+    from ptycho.workflows.backend_selector import run_cdi_example_with_backend
+
+    _, _, results = run_cdi_example_with_backend(train, test, payload.tf_training_config, payload.execution_config,
+                                                 do_stitching=False)
+    summary = {
+        "bundle": str(results["bundle_path"]), "backend": "tensorflow", "payload_sha256": sha, "world_size": 1,
+        "started_at": started, "finished_at": time.time(), "train_seconds": results["train_seconds"],
+        "train_samples_per_s": results["train_samples_per_s"], "history": results["history"],
+    }
+    write_json(run_dir / SUMMARY, summary)
+    update_run(run_dir, state="completed", finished_at=now())
+    _log(0, f"bundle: {results['bundle_path']} (backend tensorflow)")
     return summary
 
 

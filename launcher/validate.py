@@ -23,6 +23,7 @@ __all__ = [
     "check_writable_dir",
     "check_world",
     "check_plain_text",
+    "check_backend",
 ]
 
 _TIME_FORMATS = (
@@ -139,6 +140,13 @@ def check_world(cluster: str, nodes: int, devices: int, strategy: str, accelerat
         raise LaunchError(f"--cluster local runs on this machine only, got --nodes {nodes}; use --cluster slurm")
     if available_nodes is not None and nodes > available_nodes:
         raise LaunchError(f"--nodes {nodes}: the partition has only {available_nodes} node(s)")
+
+
+def check_backend(backend: str, world: int, strategy: str) -> None:
+    """The TensorFlow backend trains in one process; a distributed request would silently run on one rank."""
+    if backend == "tensorflow" and (world > 1 or strategy != "auto"):
+        raise LaunchError(f"--backend tensorflow runs single-process only (got {world} rank(s), strategy "
+                          f"{strategy!r}); use --devices 1 --nodes 1 --strategy auto, or --backend pytorch")
 
 
 def _one_line(exc: BaseException) -> str:

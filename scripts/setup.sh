@@ -14,7 +14,7 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q --upgrade pip
 # [tf]: the TensorFlow backend (tensorflow-cpu, pinned in constraints.txt) so its tests run too.
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,tf]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[test,tf]"
 .venv/bin/python -c 'import ptycho, ptycho_torch, torch; print(f"setup: ptychopinn ready (torch {torch.__version__})")'

@@ -57,6 +57,8 @@ def _bad_requests(scans, tmp_path) -> list[tuple[tuple[str, ...], str]]:
         (_train(scans, "--nodes", "2"), "--nodes 2 needs --strategy ddp or fsdp"),
         (_train(scans, "--nodes", "9", "--strategy", "ddp"), "--nodes 9: the partition has only"),
         (_train(scans, "--devices", "2"), "needs --strategy ddp or fsdp"),
+        (_train(scans, "--backend", "tensorflow", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"),
+         "--backend tensorflow runs single-process only"),
         (("train", "--train_data_file", str(scans["corrupt"]), "--n_groups", "8"), "corrupt.npz: invalid scan"),
         (("train", "--train_data_file", str(tmp_path / "nope.npz")), "nope.npz: file not found"),
         (("train", "--n_groups", "8"), "--train_data_file is required"),

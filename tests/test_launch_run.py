@@ -105,6 +105,20 @@ def test_debug_cluster_trains_in_process_with_progress_bar(debug_run):
     assert json.loads((run_dir / "summary.json").read_text())["first_step_at"] is not None
 
 
+def test_debug_cluster_trains_the_tensorflow_backend_single_process(data, tmp_path):
+    pytest.importorskip("tensorflow")
+    run_dir = tmp_path / "tf"
+    res = launch("train", "--cluster", "debug", "--backend", "tensorflow", "--train_data_file", str(data["train"]),
+                 *TINY, "--run-dir", str(run_dir))
+    assert f"bundle: {run_dir / 'wts.h5.zip'} (backend tensorflow)" in res.stdout
+    from ptycho.bundle_format import bundle_backend
+
+    assert bundle_backend(run_dir / "wts.h5.zip") == "tensorflow"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["backend"] == "tensorflow" and len(summary["history"]["train_loss"]) == 1
+    assert json.loads((run_dir / "run.json").read_text())["state"] == "completed"
+
+
 def test_local_cluster_runs_real_two_process_gloo_ddp(data, tmp_path):
     run_dir = tmp_path / "local"
     res = launch("train", "--cluster", "local", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu",
