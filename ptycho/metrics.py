@@ -45,6 +45,7 @@ Conventions (also returned, abridged, as ``evaluate_reconstruction(...)["convent
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -54,6 +55,7 @@ from scipy.signal.windows import tukey
 from ptycho.errors import PtychoInputError
 
 __all__ = [
+    "evaluate_on_scan_grid",
     "PSNR_CAP_DB",
     "align_to_reference",
     "estimate_shift",
@@ -447,3 +449,17 @@ def evaluate_reconstruction(recon, truth, *, xcoords=None, ycoords=None, N=None,
                       for k, val in params.items()},
         "conventions": CONVENTIONS,
     }
+
+
+def evaluate_on_scan_grid(obj: np.ndarray, origin: tuple[int, int], scan: Any) -> Optional[dict[str, Any]]:
+    """Honest metrics of a stitched object whose [0, 0] sits at ``origin`` (row, col) of the scan's objectGuess
+    frame; None when the scan carries no objectGuess. ``scan`` is a ``ScanData`` (either backend's result)."""
+    if scan.object_guess is None:
+        return None
+    r0, c0 = origin
+    h, w = scan.object_guess.shape
+    canvas = np.zeros((h, w), dtype=np.complex64)
+    rows = slice(max(r0, 0), min(r0 + obj.shape[0], h))
+    cols = slice(max(c0, 0), min(c0 + obj.shape[1], w))
+    canvas[rows, cols] = obj[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
+    return evaluate_reconstruction(canvas, scan.object_guess, xcoords=scan.xcoords, ycoords=scan.ycoords, N=scan.N)

@@ -13,7 +13,7 @@ import numpy as np
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import ScanData
 from ptycho.grouping import group_scan
-from ptycho.metrics import evaluate_reconstruction
+from ptycho.metrics import evaluate_on_scan_grid
 from ptycho.stitching import stitch_patches
 
 __all__ = ["Reconstruction", "reconstruct_scan_tf", "metrics_against_truth", "auto_batch_size"]
@@ -79,16 +79,8 @@ def reconstruct_scan_tf(model: Any, scan: ScanData, execution: Optional[PyTorchE
 
 
 def metrics_against_truth(recon: Reconstruction, scan: ScanData) -> Optional[dict[str, Any]]:
-    """Honest metrics (ptycho.metrics) on the objectGuess pixel grid, when the scan carries objectGuess."""
-    if scan.object_guess is None:
-        return None
-    r0, c0 = recon.origin
-    h, w = scan.object_guess.shape
-    canvas = np.zeros((h, w), dtype=np.complex64)
-    rows = slice(max(r0, 0), min(r0 + recon.object.shape[0], h))
-    cols = slice(max(c0, 0), min(c0 + recon.object.shape[1], w))
-    canvas[rows, cols] = recon.object[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
-    return evaluate_reconstruction(canvas, scan.object_guess, xcoords=scan.xcoords, ycoords=scan.ycoords, N=scan.N)
+    """Honest metrics (ptycho.metrics) when the scan carries objectGuess, on its own pixel grid."""
+    return evaluate_on_scan_grid(recon.object, recon.origin, scan)
 
 
 def run_tf_inference_workflow(model_path: Any, test_data_file: Any, output_dir: Any,

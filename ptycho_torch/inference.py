@@ -21,8 +21,9 @@ from ptycho import params
 from ptycho.atomic import atomic_open, atomic_write_json
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import ScanData, load_scan
+from ptycho.figures import save_png
 from ptycho.grouping import group_scan
-from ptycho.metrics import evaluate_reconstruction
+from ptycho.metrics import evaluate_on_scan_grid
 from ptycho_torch.bundle import load_torch_bundle
 from ptycho_torch.config_factory import InferencePayload
 from ptycho_torch.data import to_tensors
@@ -114,34 +115,7 @@ load_inference_bundle_torch = load_torch_bundle
 
 def metrics_against_truth(recon: Reconstruction, scan: ScanData) -> Optional[dict[str, Any]]:
     """Honest metrics (ptycho.metrics) when the scan carries objectGuess, on its own pixel grid."""
-    if scan.object_guess is None:
-        return None
-    r0, c0 = recon.origin
-    h, w = scan.object_guess.shape
-    canvas = np.zeros((h, w), dtype=np.complex64)
-    rows = slice(max(r0, 0), min(r0 + recon.object.shape[0], h))
-    cols = slice(max(c0, 0), min(c0 + recon.object.shape[1], w))
-    canvas[rows, cols] = recon.object[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
-    return evaluate_reconstruction(canvas, scan.object_guess, xcoords=scan.xcoords, ycoords=scan.ycoords,
-                                   N=scan.N)
-
-
-def _save_png(path: Path, image: np.ndarray, title: str, label: str, cmap: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
-    shown = ax.imshow(image, cmap=cmap)
-    ax.set_title(title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-    fig.colorbar(shown, ax=ax, label=label)
-    fig.tight_layout()
-    with atomic_open(path) as handle:
-        fig.savefig(handle, format="png")
-    plt.close(fig)
+    return evaluate_on_scan_grid(recon.object, recon.origin, scan)
 
 
 def save_outputs(recon: Reconstruction, output_dir: Path, metrics: Optional[dict[str, Any]] = None,
@@ -158,9 +132,9 @@ def save_outputs(recon: Reconstruction, output_dir: Path, metrics: Optional[dict
         np.savez(handle, object=recon.object, amplitude=amplitude, phase=phase, covered=recon.covered,
                  origin=np.asarray(recon.origin), xcoords=recon.xcoords, ycoords=recon.ycoords)
     shown_phase = np.where(recon.covered, phase, np.nan)
-    _save_png(paths["amplitude_png"], np.where(recon.covered, amplitude, np.nan), f"{title} amplitude".strip(),
+    save_png(paths["amplitude_png"], np.where(recon.covered, amplitude, np.nan), f"{title} amplitude".strip(),
               "amplitude (a.u.)", "gray")
-    _save_png(paths["phase_png"], shown_phase, f"{title} phase".strip(), "phase (rad)", "twilight")
+    save_png(paths["phase_png"], shown_phase, f"{title} phase".strip(), "phase (rad)", "twilight")
     if metrics is not None:
         paths["metrics"] = output_dir / "metrics.json"
         atomic_write_json(paths["metrics"], metrics)

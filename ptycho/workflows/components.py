@@ -20,6 +20,7 @@ from ptycho import params
 from ptycho.atomic import atomic_open, atomic_write_json
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.data_contract import ScanData, load_scan, validate_scan
+from ptycho.figures import save_png
 
 __all__ = ["run_cdi_example", "train_cdi_model", "load_inference_bundle", "save_outputs", "as_scan"]
 
@@ -86,25 +87,6 @@ def load_inference_bundle(bundle_dir: Union[str, os.PathLike]) -> tuple[Any, dic
     return model, dict(params.cfg)
 
 
-def _save_png(path: Path, image: np.ndarray, title: str, label: str, cmap: str) -> None:
-    """Same figure as ptycho_torch.inference._save_png (kept torch-free here)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=110)
-    shown = ax.imshow(image, cmap=cmap)
-    ax.set_title(title)
-    ax.set_xlabel("x (pixels)")
-    ax.set_ylabel("y (pixels)")
-    fig.colorbar(shown, ax=ax, label=label)
-    fig.tight_layout()
-    with atomic_open(path) as handle:
-        fig.savefig(handle, format="png")
-    plt.close(fig)
-
-
 def save_outputs(amplitude: Optional[np.ndarray], phase: Optional[np.ndarray], results: dict[str, Any],
                  output_dir: Union[str, os.PathLike]) -> dict[str, Path]:
     """reconstruction.npz, amplitude.png, phase.png, history.json and metrics.json (when present), atomically."""
@@ -127,8 +109,8 @@ def save_outputs(amplitude: Optional[np.ndarray], phase: Optional[np.ndarray], r
                  phase=phase, covered=covered, **extra)
     paths["amplitude_png"] = out / "amplitude.png"
     paths["phase_png"] = out / "phase.png"
-    _save_png(paths["amplitude_png"], np.where(covered, amplitude, np.nan), "amplitude", "amplitude (a.u.)", "gray")
-    _save_png(paths["phase_png"], np.where(covered, phase, np.nan), "phase", "phase (rad)", "twilight")
+    save_png(paths["amplitude_png"], np.where(covered, amplitude, np.nan), "amplitude", "amplitude (a.u.)", "gray")
+    save_png(paths["phase_png"], np.where(covered, phase, np.nan), "phase", "phase (rad)", "twilight")
     if results.get("metrics"):
         paths["metrics"] = out / "metrics.json"
         atomic_write_json(paths["metrics"], results["metrics"])
