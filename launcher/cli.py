@@ -22,8 +22,8 @@ from launcher.plan import JobPlan, Resources, normalise_strategy, plan_inference
 from launcher.profiles import load_profile
 from launcher.rundir import (CONFIG, SPEC, claim_run_dir, git_commit, load_run, now, planned_run_dir, read_json,
                              update_run, versions, write_json)
-from launcher.validate import (absolute_path, check_backend, check_bundle, check_mem, check_plain_text, check_scan,
-                               check_world, check_writable_dir, parse_time_minutes)
+from launcher.validate import (absolute_path, check_backend, check_bundle, check_grouping, check_mem, check_plain_text,
+                               check_scan, check_world, check_writable_dir, parse_time_minutes)
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho_torch.cli import USER_ERRORS, add_data_arguments, add_execution_arguments, add_training_arguments
 from ptycho_torch.cli import overrides_from_args
@@ -228,6 +228,7 @@ def _prepare_train(args: argparse.Namespace, argv: Sequence[str]) -> tuple[JobPl
     check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)
     payload = create_training_payload(train_path, run_dir, overrides)
+    check_grouping(train_path, payload.tf_training_config)
     plan = plan_training(payload.execution_config, res, cluster, notices)
     sha = payload_fingerprint(payload)
     spec = {"kind": "train", "cluster": cluster, "run_dir": str(run_dir), "train_data_file": str(train_path),

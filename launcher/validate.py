@@ -24,6 +24,7 @@ __all__ = [
     "check_world",
     "check_plain_text",
     "check_backend",
+    "check_grouping",
 ]
 
 _TIME_FORMATS = (
@@ -85,6 +86,19 @@ def check_scan(path: Path | str, flag: str) -> tuple[Path, int, int]:
     except Exception as exc:  # noqa: BLE001 - any unreadable scan is the user's input problem
         raise LaunchError(f"{flag} {resolved}: invalid scan: {_one_line(exc)}") from None
     return resolved, scan.n_positions, scan.N
+
+
+def check_grouping(train_path: Path, training_config: Any) -> None:
+    """n_groups, gridsize and neighbor_count against the scan: a job that cannot group its data never queues."""
+    from ptycho.data_contract import load_scan
+    from ptycho.errors import PtychoInputError
+    from ptycho.grouping import validate_grouping
+
+    cfg = training_config
+    try:
+        validate_grouping(load_scan(train_path), cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
+    except PtychoInputError as exc:
+        raise LaunchError(f"--train_data_file {train_path}: {_one_line(exc)}") from None
 
 
 def check_bundle(model_path: Path | str) -> tuple[Path, int]:

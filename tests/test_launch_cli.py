@@ -66,6 +66,7 @@ def _bad_requests(scans, tmp_path) -> list[tuple[tuple[str, ...], str]]:
         (_train(scans, "--time", "soon"), "--time 'soon'"),
         (_train(scans, "--mem", "lots"), "--mem 'lots'"),
         (_train(scans, "--gridsize", "3", "--neighbor_count", "4"), "neighbor_count=4 must be >= gridsize**2=9"),
+        (_train(scans, "--n_groups", "999"), "n_groups=999 is larger than the number of scan positions (16)"),
         (_train(scans, "--run-dir", str(used)), "already holds files"),
         (_train(scans, "--run-dir", str(blocker / "run")), "blocker: exists and is not a directory"),
         (("infer", "--model_path", str(tmp_path / "missing"), "--test_data_file", str(scans["test"]),
