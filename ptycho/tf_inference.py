@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -14,24 +13,10 @@ from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import ScanData
 from ptycho.grouping import group_scan
 from ptycho.metrics import evaluate_on_scan_grid
+from ptycho.reconstruction import Reconstruction
 from ptycho.stitching import stitch_patches
 
 __all__ = ["Reconstruction", "reconstruct_scan_tf", "metrics_against_truth", "auto_batch_size"]
-
-
-@dataclass
-class Reconstruction:
-    object: np.ndarray  # (H, W) complex64
-    origin: tuple[int, int]  # (row, col) of object[0, 0] in the scan's coordinate frame
-    covered: np.ndarray  # (H, W) bool
-    xcoords: np.ndarray
-    ycoords: np.ndarray
-    n_patterns: int
-    seconds: float
-
-    @property
-    def patterns_per_s(self) -> float:
-        return self.n_patterns / self.seconds if self.seconds > 0 else float("inf")
 
 
 def auto_batch_size(N: int, C: int) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -24,6 +23,7 @@ from ptycho.data_contract import ScanData, load_scan
 from ptycho.figures import save_png
 from ptycho.grouping import group_scan
 from ptycho.metrics import evaluate_on_scan_grid
+from ptycho.reconstruction import Reconstruction
 from ptycho_torch.bundle import load_torch_bundle
 from ptycho_torch.config_factory import InferencePayload
 from ptycho_torch.data import to_tensors
@@ -40,21 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Reconstruction:
-    object: np.ndarray  # (H, W) complex64, objectGuess frame shifted by ``origin``
-    origin: tuple[int, int]  # (row, col) of object[0, 0] in the scan's coordinate frame
-    covered: np.ndarray  # (H, W) bool, pixels any patch window reached
-    xcoords: np.ndarray
-    ycoords: np.ndarray
-    n_patterns: int
-    seconds: float
-
-    @property
-    def patterns_per_s(self) -> float:
-        return self.n_patterns / self.seconds if self.seconds > 0 else float("inf")
 
 
 def auto_batch_size(N: int, C: int, device: torch.device) -> int:
