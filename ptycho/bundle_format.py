@@ -229,7 +229,10 @@ def write_bundle_archive(
         "models": sorted(models),
         "members": sorted([*JSON_MEMBERS, *weights]),
     }
-    snapshot = {k: (str(v) if isinstance(v, Path) else v) for k, v in legacy_params.items()}
+    # Arrays in params.cfg (the legacy global probe that Ptychodus sets) are not configuration: the probe travels
+    # in the weights, and a multi-element array has no JSON scalar form.
+    snapshot = {k: (str(v) if isinstance(v, Path) else v) for k, v in legacy_params.items()
+                if getattr(v, "size", 1) == 1}
     with atomic_open(out_dir / BUNDLE_NAME) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("manifest.json", json.dumps(manifest, indent=2))
         archive.writestr("configs.json", json.dumps(dict(configs), indent=2))

@@ -148,6 +148,13 @@ def test_write_returns_the_archive_path(tmp_path):
     assert path.is_file() and zipfile.is_zipfile(path)
 
 
+def test_array_entries_of_params_cfg_are_left_out_of_the_snapshot(tmp_path):
+    """Ptychodus puts the legacy probe array into params.cfg; it must not break (or bloat) the JSON snapshot."""
+    legacy = {**LEGACY, "probe": np.ones((4, 4), np.complex64), "scalar": np.float32(2.5)}
+    contents = read_bundle(_write(tmp_path, legacy_params=legacy))
+    assert "probe" not in contents.legacy_params and contents.legacy_params["scalar"] == 2.5
+
+
 def test_manifest_fields(bundle):
     contents = read_bundle(bundle)
     m = contents.manifest
