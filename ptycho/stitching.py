@@ -16,7 +16,7 @@ import numpy as np
 
 from ptycho.errors import PtychoInputError
 
-__all__ = ["StitchResult", "stitch_patches", "central_window", "probe_window", "OffsetArray", "legacy_offsets_to_xy"]
+__all__ = ["StitchResult", "stitch_patches", "canvas_from_bounds", "central_window", "probe_window", "OffsetArray", "legacy_offsets_to_xy"]
 
 
 @dataclass
@@ -47,10 +47,12 @@ def probe_window(probe: np.ndarray) -> np.ndarray:
     return intensity / peak
 
 
-def _canvas(x: np.ndarray, y: np.ndarray, n: int, canvas_shape: Optional[tuple[int, int]],
-            pad_eval: bool) -> tuple[int, int, tuple[int, int]]:
-    if x.size:
-        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+def canvas_from_bounds(bounds: Optional[tuple[float, float, float, float]], n: int,
+                       canvas_shape: Optional[tuple[int, int]], pad_eval: bool) -> tuple[int, int, tuple[int, int]]:
+    """Canvas (height, width, origin) in the objectGuess frame from the positions' (y_min, y_max, x_min, x_max),
+    or None when there are no patches; also rejects non-finite coordinates. Shared by both stitchers."""
+    if bounds is not None:
+        if not all(math.isfinite(v) for v in bounds):
             raise PtychoInputError("stitch_patches: coordinates must be finite")
     elif canvas_shape is None:
         raise PtychoInputError("stitch_patches: no patches given, so pass canvas_shape to define the canvas")
@@ -59,10 +61,20 @@ def _canvas(x: np.ndarray, y: np.ndarray, n: int, canvas_shape: Optional[tuple[i
         if height < 1 or width < 1:
             raise PtychoInputError(f"stitch_patches: canvas_shape must be positive, got {tuple(canvas_shape)}")
         return height, width, (0, 0)
+    assert bounds is not None
+    y_min, y_max, x_min, x_max = bounds
     if pad_eval:
-        return math.ceil(y.max() + n / 2) + 1, math.ceil(x.max() + n / 2) + 1, (0, 0)
-    r0, c0 = math.floor(y.min()), math.floor(x.min())
-    return math.ceil(y.max()) - r0 + 1, math.ceil(x.max()) - c0 + 1, (r0, c0)
+        # The last bilinear tap of a patch reaches row floor(y - N/2) + N <= ceil(y + N/2).
+        return math.ceil(y_max + n / 2) + 1, math.ceil(x_max + n / 2) + 1, (0, 0)
+    r0, c0 = math.floor(y_min), math.floor(x_min)
+    return math.ceil(y_max) - r0 + 1, math.ceil(x_max) - c0 + 1, (r0, c0)
+
+
+def _canvas(x: np.ndarray, y: np.ndarray, n: int, canvas_shape: Optional[tuple[int, int]],
+            pad_eval: bool) -> tuple[int, int, tuple[int, int]]:
+    # min/max propagate NaN and inf, so four numbers are enough for the finiteness check.
+    bounds = (float(y.min()), float(y.max()), float(x.min()), float(x.max())) if x.size else None
+    return canvas_from_bounds(bounds, n, canvas_shape, pad_eval)
 
 
 def stitch_patches(patches: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, *,

@@ -9,7 +9,6 @@ stitching the patches back therefore reproduces the object wherever the windows 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ptycho.errors import PtychoInputError
+from ptycho.stitching import canvas_from_bounds
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -180,20 +180,8 @@ def _canvas(
 
     Non-finite positions would otherwise turn into garbage integer offsets and be dropped silently as off-canvas.
     """
+    bounds = None
     if x.numel() > 0:
         # One host read for all four bounds (min/max propagate NaN and inf), whichever way the canvas is chosen.
-        y_min, y_max, x_min, x_max = torch.stack([y.min(), y.max(), x.min(), x.max()]).tolist()
-        if not all(math.isfinite(v) for v in (y_min, y_max, x_min, x_max)):
-            raise PtychoInputError("stitch_patches: coordinates must be finite")
-    elif canvas_shape is None:
-        raise PtychoInputError("stitch_patches: no patches given, so pass canvas_shape to define the canvas")
-    if canvas_shape is not None:
-        height, width = (int(s) for s in canvas_shape)
-        if height < 1 or width < 1:
-            raise PtychoInputError(f"stitch_patches: canvas_shape must be positive, got {tuple(canvas_shape)}")
-        return height, width, (0, 0)
-    if pad_eval:
-        # The last bilinear tap of a patch reaches row floor(y - N/2) + N <= ceil(y + N/2).
-        return math.ceil(y_max + n / 2) + 1, math.ceil(x_max + n / 2) + 1, (0, 0)
-    r0, c0 = math.floor(y_min), math.floor(x_min)
-    return math.ceil(y_max) - r0 + 1, math.ceil(x_max) - c0 + 1, (r0, c0)
+        bounds = tuple(torch.stack([y.min(), y.max(), x.min(), x.max()]).tolist())
+    return canvas_from_bounds(bounds, n, canvas_shape, pad_eval)
