@@ -23,12 +23,16 @@ import torch
 
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import load_scan, save_scan
-from ptycho.simulate import simulate_scan
 from ptycho_torch.config_factory import create_training_payload
 from ptycho_torch.inference import metrics_against_truth, reconstruct_scan
 from ptycho_torch.lightning_module import PtychoPINNModule
 from ptycho_torch.physics import poisson_nll
 from ptycho_torch.workflows.components import train_cdi_model_torch
+
+try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.quality
+    from scenes import held_out_scan, training_scan
+except ImportError:
+    from benchmarks.scenes import held_out_scan, training_scan
 
 
 def plain_loop_samples_per_s(module: PtychoPINNModule, diffraction: torch.Tensor, offsets: torch.Tensor,
@@ -54,8 +58,8 @@ def plain_loop_samples_per_s(module: PtychoPINNModule, diffraction: torch.Tensor
 
 def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_size: int) -> dict:
     train_file, test_file = workdir / f"train_{nphotons:g}.npz", workdir / f"test_{nphotons:g}.npz"
-    save_scan(train_file, simulate_scan(N=64, nphotons=nphotons, seed=11, object_size=320))
-    save_scan(test_file, simulate_scan(N=64, nphotons=nphotons, seed=12))
+    save_scan(train_file, training_scan(nphotons))
+    save_scan(test_file, held_out_scan(nphotons))
     train, test = load_scan(train_file), load_scan(test_file)
     execution = PyTorchExecutionConfig(enable_progress_bar=False, logger_backend=None, enable_checkpointing=False,
                                        max_minutes=minutes, deterministic=False, learning_rate=1e-3,

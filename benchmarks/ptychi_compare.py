@@ -1,0 +1,207 @@
+"""pty-chi (LSQML, iterative) on the held-out scans of benchmarks/quality.py, scored by the same ptycho.metrics.
+
+Runs inside .venv-ptychi (``bash benchmarks/setup_ptychi.sh`` builds it):
+
+    .venv-ptychi/bin/python benchmarks/ptychi_compare.py                       # 1e6 and 1e4 photons
+    .venv-ptychi/bin/python benchmarks/ptychi_compare.py --doses 1e6 --json out.json
+
+For each dose: the scan of ``benchmarks/scenes.held_out_scan`` (the one PtychoPINN is scored on), the probe known
+and fixed, positions known and fixed, object started from ones. LSQML runs in chunks of ``--check-every`` epochs
+until the cost (pty-chi's displayed loss, MSE of amplitudes) stops improving by ``--tol`` (relative, over one
+chunk) or ``--max-epochs``. Time per scan is the wall time from handing the data to pty-chi to the object coming
+back (task build + all epochs), without the metrics; patterns/s = positions / that time.
+
+Conventions (checked: the registration shift left after alignment is < 0.1 px; +-0.5 px is visibly worse):
+
+* data: our files store amplitude normalised by the intensity scale s (metadata ``intensity_scale``); pty-chi
+  wants measured intensities, DC centred is fine (``fft_shift=True``): counts = (s * amplitude)^2.
+* probe: our forward model is counts = s^2 |FFT(O P)|^2 / N^2 and pty-chi's far field is |FFT(O P')|^2
+  (unnormalised FFT), so the known probe is P' = P * s / N, and the first-epoch probe rescaling is off.
+* positions: our (xcoords, ycoords) are the patch centre in objectGuess pixels, the patch starting at
+  (y - N/2, x - N/2); pty-chi's patch starts at (pos + origin - (N - 1)/2). The object buffer is the truth's
+  grid padded by ``MARGIN`` px on each side with origin (MARGIN, MARGIN), so pos = coord - 0.5.
+* the result is cropped back onto the truth's grid and scored with ``ptycho.metrics.evaluate_on_scan_grid``,
+  exactly as ``ptycho_torch.inference.metrics_against_truth`` scores PtychoPINN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import types
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scenes import held_out_scan  # noqa: E402
+
+from ptycho.data_contract import ScanData  # noqa: E402
+from ptycho.metrics import evaluate_on_scan_grid  # noqa: E402
+
+MARGIN = 8  # object buffer padding (px): patches that overhang the scanned area need no zero padding
+METHOD = "pty-chi LSQML"
+
+
+def _stub_torchvision() -> None:
+    """pty-chi imports ``torchvision.transforms.GaussianBlur`` at module level, but uses it only to make random
+    initial guesses, which this benchmark does not. The only torchvision wheel the package index here offers is
+    a CUDA build whose extension needs libc10_cuda.so, so importing it next to the CPU torch fails
+    ("operator torchvision::nms does not exist"). A stub module stands in; calling it raises."""
+    if "torchvision" in sys.modules:
+        return
+    tv, transforms = types.ModuleType("torchvision"), types.ModuleType("torchvision.transforms")
+
+    class GaussianBlur:  # noqa: D401 - stand-in
+        def __init__(self, *args, **kwargs):
+            raise NotImplementedError("torchvision is stubbed in benchmarks/ptychi_compare.py")
+
+    transforms.GaussianBlur = GaussianBlur
+    tv.transforms = transforms
+    sys.modules["torchvision"], sys.modules["torchvision.transforms"] = tv, transforms
+
+
+def import_ptychi():
+    _stub_torchvision()
+    import ptychi.api as api
+    from ptychi.api.task import PtychographyTask
+    return api, PtychographyTask
+
+
+def measured_counts(scan: ScanData) -> tuple[np.ndarray, float]:
+    """(photon counts, intensity scale s): the simulator stores sqrt(counts) / s."""
+    s = (scan.metadata.get("physics_parameters") or {}).get("intensity_scale")
+    if s is None:  # scale the mean pattern to the recorded dose
+        nphotons = scan.nphotons_from_metadata()
+        s = float(np.sqrt(nphotons / np.mean(np.sum(scan.diffraction.astype(np.float64) ** 2, axis=(1, 2)))))
+    return (np.asarray(scan.diffraction, np.float64) * float(s)) ** 2, float(s)
+
+
+def reconstruct(scan: ScanData, *, noise_model: str, batch_size: int, max_epochs: int, check_every: int,
+                tol: float, seed: int = 0, log=print) -> dict:
+    """LSQML with known probe and positions; returns the complex object on the truth's grid, epochs, seconds."""
+    import torch
+
+    api, PtychographyTask = import_ptychi()
+    start = time.perf_counter()
+    counts, s = measured_counts(scan)
+    N = scan.N
+    h, w = scan.object_guess.shape
+    opts = api.LSQMLOptions()
+    opts.data_options.fft_shift = True  # our patterns are DC centred
+    opts.object_options.optimizable = True
+    opts.object_options.determine_position_origin_coords_by = api.ObjectPosOriginCoordsMethods.SPECIFIED
+    opts.object_options.position_origin_coords = np.array([MARGIN, MARGIN], dtype=float)
+    opts.probe_options.optimizable = False
+    opts.probe_position_options.optimizable = False
+    opts.opr_mode_weight_options.optimizable = False
+    rec = opts.reconstructor_options
+    rec.noise_model = api.NoiseModels.POISSON if noise_model == "poisson" else api.NoiseModels.GAUSSIAN
+    rec.batch_size = batch_size
+    rec.num_epochs = max_epochs
+    rec.rescale_probe_intensity_in_first_epoch = False  # the probe is known in absolute units
+    rec.default_device = api.Devices.CPU
+    rec.random_seed = seed
+    probe = (scan.probe.astype(np.complex64) * np.complex64(s / N))[None, None]  # (opr modes, modes, N, N)
+    task = PtychographyTask(
+        opts,
+        diffraction_data=counts.astype(np.float32),
+        object_data=np.ones((1, h + 2 * MARGIN, w + 2 * MARGIN), np.complex64),
+        probe_data=probe,
+        probe_position_x_px=np.asarray(scan.xcoords, np.float64) - 0.5,
+        probe_position_y_px=np.asarray(scan.ycoords, np.float64) - 0.5,
+    )
+    epochs, losses, previous = 0, [], None
+    while epochs < max_epochs:
+        n = min(check_every, max_epochs - epochs)
+        task.run(n)
+        epochs += n
+        loss = float(task.reconstructor.loss_tracker.table["loss"].values[-1])
+        losses.append((epochs, loss))
+        log(f"  epoch {epochs:4d}  loss {loss:.5g}  {time.perf_counter() - start:6.1f} s")
+        if previous is not None and previous - loss < tol * previous:
+            break
+        previous = loss
+    obj = task.get_data_to_cpu("object", as_numpy=True)[0]
+    seconds = time.perf_counter() - start
+    del task
+    torch.set_default_device("cpu")
+    return {"object": obj[MARGIN:MARGIN + h, MARGIN:MARGIN + w], "epochs": epochs, "seconds": seconds,
+            "losses": losses}
+
+
+def run_dose(nphotons: float, args, log=print) -> dict:
+    scan = held_out_scan(nphotons)
+    noise = args.noise_model if args.noise_model != "auto" else ("poisson" if nphotons < 1e5 else "gaussian")
+    log(f"{METHOD}: {nphotons:.0e} photons, {scan.n_positions} positions, noise model {noise}")
+    out = reconstruct(scan, noise_model=noise, batch_size=args.batch_size, max_epochs=args.max_epochs,
+                      check_every=args.check_every, tol=args.tol, log=log)
+    metrics = evaluate_on_scan_grid(out["object"], (0, 0), scan)
+    return {
+        "method": METHOD, "nphotons": nphotons, "noise_model": noise, "epochs": out["epochs"],
+        "seconds_per_scan": out["seconds"], "patterns_s": scan.n_positions / out["seconds"],
+        "n_patterns": scan.n_positions, "threads": _threads(),
+        "amp_ssim": metrics["amplitude"]["ssim"], "phase_ssim": metrics["phase"]["ssim"],
+        "amp_psnr": metrics["amplitude"]["psnr"], "phase_psnr": metrics["phase"]["psnr"],
+        "amp_frc": metrics["amplitude"]["frc_half_bit"], "phase_frc": metrics["phase"]["frc_half_bit"],
+        "final_loss": out["losses"][-1][1],
+    }
+
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
+HEADER = ("method", "photons", "epochs", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR", "amp FRC½",
+          "phase FRC½", "s/scan", "pat/s")
+
+
+def format_row(r: dict) -> str:
+    return " | ".join([
+        r["method"], f"{r['nphotons']:.0e}", str(r["epochs"]), f"{r['amp_ssim']:.3f}", f"{r['phase_ssim']:.3f}",
+        f"{r['amp_psnr']:.2f}", f"{r['phase_psnr']:.2f}", f"{r['amp_frc']:.3f}", f"{r['phase_frc']:.3f}",
+        f"{r['seconds_per_scan']:.1f}", f"{r['patterns_s']:.1f}",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4])
+    parser.add_argument("--max-epochs", type=int, default=500, help="cap on LSQML epochs per scan")
+    parser.add_argument("--check-every", type=int, default=20, help="epochs between plateau checks")
+    parser.add_argument("--tol", type=float, default=5e-3,
+                        help="stop when the loss improved by less than this fraction over --check-every epochs")
+    parser.add_argument("--batch-size", type=int, default=48, help="LSQML minibatch (positions)")
+    parser.add_argument("--noise-model", choices=("auto", "gaussian", "poisson"), default="auto",
+                        help="auto: Poisson below 1e5 photons, Gaussian above")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--quiet", action="store_true", help="no per-chunk progress on stderr")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("ptychi").setLevel(logging.WARNING)
+    import torch
+    torch.set_num_threads(args.threads)
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    rows = [run_dose(dose, args, log) for dose in args.doses]
+    print(" | ".join(HEADER))
+    for r in rows:
+        print(format_row(r))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
