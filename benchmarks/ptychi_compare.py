@@ -139,7 +139,7 @@ def reconstruct(scan: ScanData, *, noise_model: str, batch_size: int, max_epochs
 
 def run_dose(nphotons: float, args, log=print) -> dict:
     scan = held_out_scan(nphotons)
-    noise = args.noise_model if args.noise_model != "auto" else ("poisson" if nphotons < 1e5 else "gaussian")
+    noise = args.noise_model
     log(f"{METHOD}: {nphotons:.0e} photons, {scan.n_positions} positions, noise model {noise}")
     out = reconstruct(scan, noise_model=noise, batch_size=args.batch_size, max_epochs=args.max_epochs,
                       check_every=args.check_every, tol=args.tol, log=log)
@@ -180,8 +180,8 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=5e-3,
                         help="stop when the loss improved by less than this fraction over --check-every epochs")
     parser.add_argument("--batch-size", type=int, default=48, help="LSQML minibatch (positions)")
-    parser.add_argument("--noise-model", choices=("auto", "gaussian", "poisson"), default="auto",
-                        help="auto: Poisson below 1e5 photons, Gaussian above")
+    parser.add_argument("--noise-model", choices=("gaussian", "poisson"), default="gaussian",
+                        help="LSQML noise model (Gaussian: better and faster here at both doses, see docs/benchmarks.md)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no per-chunk progress on stderr")
