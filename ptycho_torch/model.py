@@ -14,11 +14,13 @@ import torch
 from torch import nn
 
 from ptycho.config.config import ModelConfig
-from ptycho_torch.physics import far_field_amplitude, overlap_constraint
+from ptycho_torch.physics import backpropagated_object, far_field_amplitude, overlap_constraint
 
-__all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME"]
+__all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME", "INPUT_PLANES", "network_input"]
 
 MODEL_NAME = "autoencoder"
+#: Input planes per pattern: the measured amplitude and the real and imaginary parts of its back-propagation.
+INPUT_PLANES = 3
 _ACTIVATIONS = {
     "sigmoid": nn.Sigmoid,
     "swish": nn.SiLU,
@@ -36,42 +38,66 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class _Decoder(nn.Module):
+    """Upsampling path that concatenates the encoder's feature map of the same resolution at every level (U-Net).
+
+    The skips carry the fine real-space detail of the back-propagated input straight to the output, so the network
+    learns a local correction instead of squeezing every edge through the 8x8 bottleneck.
+    """
+
     def __init__(self, widths: list[int], out_channels: int) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), _block(c_in, c_out)]
-        layers += [nn.Upsample(scale_factor=2, mode="nearest"), _block(widths[-1], widths[-1])]
-        self.body = nn.Sequential(*layers)
+        outs = widths[1:] + widths[-1:]
+        self.blocks = nn.ModuleList(_block(c_in + skip, c_out) for c_in, skip, c_out in zip(widths, widths, outs))
         self.head = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        for block, skip in zip(self.blocks, skips):
+            x = block(torch.cat([nn.functional.interpolate(x, scale_factor=2, mode="nearest"), skip], dim=1))
+        return self.head(x)
 
 
 class ObjectNet(nn.Module):
-    """Diffraction amplitudes (B, C, N, N) -> object amplitude and phase (B, C, N, N) each."""
+    """Network inputs (B, INPUT_PLANES * C, N, N) -> object amplitude and phase (B, C, N, N) each.
+
+    Encoder of three conv blocks with 2x average pooling, then two decoders (amplitude, phase) with skip
+    connections from the encoder levels of matching resolution.
+    """
 
     def __init__(self, channels: int, n_filters_scale: int = 2, amp_activation: str = "sigmoid") -> None:
         super().__init__()
         base = 16 * n_filters_scale
         widths = [base, 2 * base, 4 * base]
-        enc: list[nn.Module] = []
-        c_in = channels
+        self.encoder = nn.ModuleList()
+        c_in = INPUT_PLANES * channels
         for width in widths:
-            enc += [_block(c_in, width), nn.AvgPool2d(2)]
+            self.encoder.append(_block(c_in, width))
             c_in = width
-        self.encoder = nn.Sequential(*enc)
+        self.pool = nn.AvgPool2d(2)
         up_widths = widths[::-1]
         self.amplitude = _Decoder(up_widths, channels)
         self.phase = _Decoder(up_widths, channels)
         self.amp_activation = _ACTIVATIONS[amp_activation]()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.encoder(x)
-        amplitude = self.amp_activation(self.amplitude(features))
-        phase = math.pi * torch.tanh(self.phase(features))
+        skips = []
+        for block in self.encoder:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        skips.reverse()
+        amplitude = self.amp_activation(self.amplitude(x, skips))
+        phase = math.pi * torch.tanh(self.phase(x, skips))
         return amplitude, phase
+
+
+def network_input(diffraction: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+    """(B, C, N, N) amplitudes -> (B, 3C, N, N): amplitudes, then Re and Im of the back-propagated object estimate.
+
+    The estimate (physics.backpropagated_object) puts the information in real space where convolutions are local;
+    the raw amplitudes stay in, so nothing the network could use is lost.
+    """
+    estimate = backpropagated_object(diffraction.float(), probe.detach())
+    return torch.cat([diffraction, estimate.real.to(diffraction.dtype), estimate.imag.to(diffraction.dtype)], dim=1)
 
 
 def _gaussian_kernel(sigma: float) -> torch.Tensor:
@@ -133,7 +159,7 @@ class PtychoPINN(nn.Module):
         With ``gaussian_smoothing_sigma > 0`` amplitude and phase are low-pass filtered, a prior against
         high-frequency artefacts at low dose.
         """
-        amplitude, phase = self.net(diffraction)
+        amplitude, phase = self.net(network_input(diffraction, self.probe))
         amplitude, phase = amplitude.float(), phase.float()
         if self.smoothing_kernel is not None:
             amplitude, phase = _smooth(amplitude, self.smoothing_kernel), _smooth(phase, self.smoothing_kernel)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ptycho import normalisation
 
 __all__ = [
     "normalize_probe",
@@ -19,53 +22,60 @@ __all__ = [
     "amplitude_normalisation",
     "intensity_scale",
     "far_field_amplitude",
+    "backpropagated_object",
     "poisson_nll",
     "overlap_constraint",
     "ENERGY_FRACTION",
 ]
 
-#: Normalised patterns carry this fraction of the energy the bare probe would give (|O|^2 ~ 0.5 on average), which
-#: leaves headroom below 1 for bright regions of the object.
-ENERGY_FRACTION = 0.5
+#: One definition for both backends (ptycho.normalisation); see there for why it is below 1.
+ENERGY_FRACTION = normalisation.ENERGY_FRACTION
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
 
 
 def probe_support(probe: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
-    """Boolean mask of pixels where |P| is at least ``threshold`` of its maximum."""
-    magnitude = probe.abs()
-    return magnitude >= threshold * magnitude.max()
+    """Boolean mask of pixels where |P| is at least ``threshold`` of its maximum (ptycho.normalisation)."""
+    return torch.from_numpy(normalisation.probe_support(_numpy(probe), threshold)).to(probe.device)
 
 
 def normalize_probe(probe: torch.Tensor, probe_scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """P / (probe_scale * mean|P| over the support); with ``mask`` the probe is also zeroed outside it."""
-    support = probe_support(probe) if mask is None else mask.bool()
-    mean_magnitude = probe.abs()[support].mean()
-    normalised = probe / (probe_scale * mean_magnitude)
-    return normalised * support if mask is not None else normalised
+    """P / (probe_scale * mean|P| over the support), zeroed outside ``mask`` when given (ptycho.normalisation)."""
+    normalised = normalisation.normalize_probe(_numpy(probe), probe_scale, None if mask is None else _numpy(mask))
+    return torch.from_numpy(normalised).to(probe.device)
 
 
 def amplitude_normalisation(diffraction: torch.Tensor, probe: torch.Tensor) -> float:
-    """Factor alpha such that the scan's mean pattern energy becomes ENERGY_FRACTION * sum|P|^2.
-
-    Parseval makes sum|A|^2 = sum|O P|^2, so after this scaling |O| ~ sqrt(ENERGY_FRACTION) on average.
-    """
-    mean_energy = diffraction.double().pow(2).sum(dim=(-2, -1)).mean()
-    target = ENERGY_FRACTION * probe.abs().double().pow(2).sum()
-    return float(torch.sqrt(target / mean_energy))
+    """Factor alpha that gives the scan a mean pattern energy of ENERGY_FRACTION * sum|P|^2 (ptycho.normalisation)."""
+    return normalisation.amplitude_normalisation(_numpy(diffraction), _numpy(probe))
 
 
 def intensity_scale(normalised_diffraction: torch.Tensor, nphotons: float) -> float:
-    """s = sqrt(nphotons / mean sum A^2): maps normalised amplitudes to photon counts per pattern."""
-    mean_energy = float(normalised_diffraction.double().pow(2).sum(dim=(-2, -1)).mean())
-    if mean_energy <= 0:
-        N = normalised_diffraction.shape[-1]
-        return math.sqrt(nphotons) / (N / 2)
-    return math.sqrt(nphotons / mean_energy)
+    """s = sqrt(nphotons / mean sum A^2): normalised amplitudes -> photon counts (ptycho.normalisation)."""
+    return normalisation.intensity_scale(_numpy(normalised_diffraction), nphotons)
 
 
 def far_field_amplitude(exit_wave: torch.Tensor) -> torch.Tensor:
     """|FFT2(Psi)|/N, DC centred; the orthonormal FFT makes sum A^2 = sum |Psi|^2."""
     spectrum = torch.fft.fft2(exit_wave, norm="ortho")
     return torch.fft.fftshift(spectrum.abs(), dim=(-2, -1))
+
+
+def backpropagated_object(amplitudes: torch.Tensor, probe: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """Object estimate from amplitudes alone: give them the far-field phase of the bare probe, propagate back to
+    the sample, divide by the probe where it is at least ``threshold`` of its peak (zero elsewhere).
+
+    For an object close to 1 the exit wave's far field has the probe's phase, so this is close to O; for real
+    objects it is a rough but *local* estimate, the network's physics-aware input (see model.network_input).
+    """
+    far_probe = torch.fft.fftshift(torch.fft.fft2(probe, norm="ortho"), dim=(-2, -1))
+    phasor = torch.polar(torch.ones_like(far_probe.real), far_probe.angle())
+    exit_wave = torch.fft.ifft2(torch.fft.ifftshift(amplitudes * phasor, dim=(-2, -1)), norm="ortho")
+    support = probe.abs() >= threshold * probe.abs().max()
+    safe_probe = torch.where(support, probe, torch.ones_like(probe))
+    return torch.where(support, exit_wave / safe_probe, torch.zeros_like(exit_wave))
 
 
 def poisson_nll(predicted: torch.Tensor, observed: torch.Tensor, predicted_scale: torch.Tensor,

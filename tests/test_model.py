@@ -9,7 +9,7 @@ import torch
 
 from ptycho.config.config import AMP_ACTIVATIONS, ModelConfig
 from ptycho.simulate import make_probe
-from ptycho_torch.model import ObjectNet, PtychoPINN
+from ptycho_torch.model import INPUT_PLANES, ObjectNet, PtychoPINN, network_input
 from ptycho_torch.physics import normalize_probe
 
 torch.set_num_threads(1)
@@ -50,7 +50,7 @@ def test_forward_shapes(N, gridsize, batch):
 
 def test_sigmoid_amplitude_and_phase_ranges():
     net = ObjectNet(channels=4, n_filters_scale=1, amp_activation="sigmoid")
-    x = 10 * torch.randn(2, 4, 64, 64, generator=torch.Generator().manual_seed(1))
+    x = 10 * torch.randn(2, 4 * INPUT_PLANES, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         amplitude, phase = net(x)
     assert amplitude.shape == phase.shape == (2, 4, 64, 64)

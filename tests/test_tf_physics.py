@@ -1,4 +1,4 @@
-"""TensorFlow physics, numpy normalisation and numpy stitching agree with the torch backend's versions."""
+"""TensorFlow physics and numpy stitching agree with the torch backend's versions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="TensorFlow backend not installed: pip install -c constraints.txt -e '.[tf]'")
 torch = pytest.importorskip("torch")
 
-from ptycho import normalisation  # noqa: E402
 from ptycho import stitching as np_stitching  # noqa: E402
 from ptycho import tf_helper  # noqa: E402
 from ptycho.geometry import extract_patches  # noqa: E402
@@ -67,22 +66,6 @@ def test_overlap_constraint_matches_torch_and_is_identity_for_consistent_patches
         out = tf_helper.overlap_constraint(tf.complex(var, tf.constant(patches.imag)), tf.constant(offsets))
         loss = tf.reduce_sum(tf.abs(out))
     assert np.isfinite(tape.gradient(loss, var).numpy()).all()
-
-
-def test_numpy_normalisation_matches_torch():
-    assert normalisation.ENERGY_FRACTION == torch_physics.ENERGY_FRACTION
-    probe = make_probe(64)
-    for mask in (None, normalisation.probe_support(probe)):
-        ours = normalisation.normalize_probe(probe, 4.0, mask)
-        ref = torch_physics.normalize_probe(torch.from_numpy(probe), 4.0,
-                                            None if mask is None else torch.from_numpy(mask)).numpy()
-        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7)
-    diffraction = RNG.uniform(0, 3, (5, 64, 64)).astype(np.float32)
-    p = normalisation.normalize_probe(probe, 4.0)
-    assert normalisation.amplitude_normalisation(diffraction, p) == pytest.approx(
-        torch_physics.amplitude_normalisation(torch.from_numpy(diffraction), torch.from_numpy(p)), rel=1e-6)
-    assert normalisation.intensity_scale(diffraction, 1e6) == pytest.approx(
-        torch_physics.intensity_scale(torch.from_numpy(diffraction), 1e6), rel=1e-6)
 
 
 def test_numpy_stitching_matches_torch_stitching():
