@@ -67,6 +67,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
     parser.add_argument("--inference_batch_size", type=int, default=s, help="default: chosen automatically")
     parser.add_argument("--middle_trim", type=int, default=s,
                         help="central window (pixels) of each patch kept when stitching; 0 = probe-weighted")
+    parser.add_argument("--refine_iterations", type=int, default=s,
+                        help="after stitching, this many physics refinement steps on the scan's own data (default 0)")
     parser.add_argument("--progress_bar", dest="enable_progress_bar", action="store_true", default=s)
     parser.add_argument("--quiet", dest="enable_progress_bar", action="store_false", default=s,
                         help="no progress bar")

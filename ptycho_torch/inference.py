@@ -28,6 +28,7 @@ from ptycho_torch.bundle import load_torch_bundle
 from ptycho_torch.config_factory import InferencePayload
 from ptycho_torch.data import to_tensors
 from ptycho_torch.model import PtychoPINN
+from ptycho_torch.refine import refine_object
 from ptycho_torch.stitching import stitch_patches
 
 __all__ = [
@@ -61,7 +62,8 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     """Predict every group of the scan in batches and stitch the patches onto one canvas.
 
     Each scan position seeds one group (sequential, so the result does not depend on a random draw); with
-    gridsize > 1 the overlap constraint is applied exactly as in training.
+    gridsize > 1 the overlap constraint is applied exactly as in training. With ``execution.refine_iterations``
+    the stitched object is then refined against the scan's diffraction data (ptycho_torch.refine).
     """
     start = time.perf_counter()
     device = _device(execution)
@@ -86,7 +88,14 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         window="central" if execution.middle_trim > 0 else "probe", middle_trim=execution.middle_trim,
         probe=model.probe.detach(), pad_eval=execution.pad_eval,
     )
-    obj = stitched.object.cpu().numpy().astype(np.complex64)
+    obj = stitched.object
+    if execution.refine_iterations > 0:
+        # The refinement sees every pattern once, normalised exactly as the network's input was.
+        amplitudes = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32)) * tensors.alpha
+        obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
+                               torch.from_numpy(scan.ycoords), model.probe.detach(), execution.refine_iterations,
+                               covered=stitched.covered, progress=show)
+    obj = obj.cpu().numpy().astype(np.complex64)
     return Reconstruction(
         object=obj, origin=stitched.origin, covered=stitched.covered.cpu().numpy(),
         xcoords=scan.xcoords, ycoords=scan.ycoords, n_patterns=scan.n_positions,

@@ -306,6 +306,8 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     ``middle_trim`` is the side (pixels) of the central window of each predicted patch kept when stitching;
     0 selects the probe-weighted window |P|^2 instead. ``pad_eval`` makes the stitched canvas cover every patch in
     full rather than only the box of scan centres. ``inference_batch_size=None`` picks a batch size automatically.
+    ``refine_iterations`` > 0 polishes the stitched object with that many gradient steps against the scan's own
+    diffraction data (ptycho_torch/refine.py): slower than the single network pass, much closer to the truth.
     ``max_minutes`` stops training after that wall time (a CPU/GPU budget); ``seed`` seeds everything.
     ``checkpoint_every_n_steps`` / ``checkpoint_every_minutes`` also refresh ``checkpoints/last.ckpt`` mid-epoch,
     bounding the work a preempted or failed run loses (None: at epoch ends only).
@@ -337,6 +339,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     inference_batch_size: Optional[int] = None
     middle_trim: int = 32
     pad_eval: bool = True
+    refine_iterations: int = 0
     seed: int = 42
     max_minutes: Optional[float] = None
 
@@ -367,6 +370,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
         "inference_batch_size": _int_at_least(1, optional=True),
         "middle_trim": _int_at_least(0),
         "pad_eval": _is_bool,
+        "refine_iterations": _int_at_least(0),
         "seed": _int_at_least(0),
         "max_minutes": _number_at_least(0, optional=True, strict=True),
     }

@@ -1,0 +1,61 @@
+"""Physics refinement (ptycho_torch.refine): exact patch extraction, and descent towards the truth on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ptycho.geometry import extract_patches
+from ptycho.metrics import evaluate_on_scan_grid
+from ptycho.simulate import simulate_scan
+from ptycho_torch.physics import amplitude_normalisation, normalize_probe
+from ptycho_torch.refine import extract_patches_torch, refine_object
+
+torch.set_num_threads(1)
+
+
+def test_extract_patches_torch_matches_the_numpy_convention_at_subpixel_positions():
+    rng = np.random.default_rng(0)
+    obj = (rng.standard_normal((40, 50)) + 1j * rng.standard_normal((40, 50))).astype(np.complex64)
+    x, y = rng.uniform(-3, 53, 9), rng.uniform(-3, 43, 9)  # some patches hang over the edge
+    expected = extract_patches(obj, x, y, 16)
+    got = extract_patches_torch(torch.from_numpy(obj), torch.from_numpy(y - 8), torch.from_numpy(x - 8), 16)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def scan_and_inputs():
+    scan = simulate_scan(N=64, object_size=128, n_positions=36, nphotons=1e6, seed=5)
+    probe = normalize_probe(torch.from_numpy(np.asarray(scan.probe, np.complex64)), 4.0)
+    raw = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
+    amplitudes = raw * amplitude_normalisation(raw, probe)
+    return scan, probe, amplitudes
+
+
+def test_refinement_from_a_flat_object_moves_towards_the_truth(scan_and_inputs):
+    scan, probe, amplitudes = scan_and_inputs
+    flat = torch.full(scan.object_guess.shape, 0.6 + 0j, dtype=torch.complex64)
+    refined, history = refine_object(flat, (0, 0), amplitudes, torch.from_numpy(scan.xcoords),
+                                     torch.from_numpy(scan.ycoords), probe, 60, lr=0.05)
+    assert len(history) == 60 and history[-1] < 0.3 * history[0]
+    before = evaluate_on_scan_grid(flat.numpy(), (0, 0), scan)
+    after = evaluate_on_scan_grid(refined.numpy(), (0, 0), scan)
+    assert after["phase"]["ssim"] > before["phase"]["ssim"] + 0.3
+    assert after["amplitude"]["psnr"] > before["amplitude"]["psnr"] + 3
+
+
+def test_refinement_leaves_uncovered_pixels_and_zero_iterations_alone(scan_and_inputs):
+    scan, probe, amplitudes = scan_and_inputs
+    start = torch.full(scan.object_guess.shape, 0.6 + 0j, dtype=torch.complex64)
+    covered = torch.zeros(start.shape, dtype=torch.bool)
+    covered[40:90, 40:90] = True
+    refined, _ = refine_object(start, (0, 0), amplitudes, torch.from_numpy(scan.xcoords),
+                               torch.from_numpy(scan.ycoords), probe, 5, covered=covered)
+    assert torch.equal(refined[~covered], start[~covered]) and not torch.equal(refined[covered], start[covered])
+    same, history = refine_object(start, (0, 0), amplitudes, torch.from_numpy(scan.xcoords),
+                                  torch.from_numpy(scan.ycoords), probe, 0)
+    assert torch.equal(same, start) and history == []
+    with pytest.raises(ValueError, match="refine iterations"):
+        refine_object(start, (0, 0), amplitudes, torch.from_numpy(scan.xcoords), torch.from_numpy(scan.ycoords),
+                      probe, -1)
