@@ -45,6 +45,7 @@ __all__ = [
     "read_manifest",
     "write_bundle_archive",
     "json_default",
+    "check_weight_shapes",
 ]
 
 BUNDLE_NAME = "wts.h5.zip"
@@ -246,3 +247,28 @@ def iter_weight_members(manifest: Mapping[str, Any], suffix: str) -> Iterator[tu
     """(model name, member name) for every model the manifest lists."""
     for name in manifest.get("models", []):
         yield name, f"{name}{suffix}"
+
+
+def check_weight_shapes(path: Path, expected: Mapping[str, tuple[int, ...]],
+                        stored: Mapping[str, tuple[int, ...]]) -> None:
+    """One ``BundleError`` when the stored weights (name -> shape) do not fit the model this version builds.
+
+    That happens for bundles written by an earlier, incompatible model architecture (or whose config was edited),
+    so the message names the file, the first differences, and says to retrain; both backends use it.
+    """
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    resized = [k for k in expected if k in stored and tuple(stored[k]) != tuple(expected[k])]
+    if not (missing or unexpected or resized):
+        return
+    parts = []
+    if resized:
+        k = resized[0]
+        more = f" and {len(resized) - 1} more" if len(resized) > 1 else ""
+        parts.append(f"{k!r} is {tuple(stored[k])} but this version needs {tuple(expected[k])}{more}")
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f" and {len(keys) - 1} more" if len(keys) > 1 else ""
+            parts.append(f"{label} {keys[0]!r}{more}")
+    raise BundleError(f"{path}: weights do not match the stored model config ({'; '.join(parts)}): the bundle was "
+                      f"written by an incompatible model version; retrain the model with this version of ptychopinn")

@@ -1,13 +1,25 @@
-"""PtychoPINN in TensorFlow/Keras: CNN encoder, separate amplitude and phase decoders, physics wrapper.
+"""PtychoPINN in TensorFlow/Keras: physics-aware input, U-Net with amplitude and phase decoders, physics wrapper.
 
-Mirror of ``ptycho_torch/model.py`` (same widths, blocks, heads, activations, masks, smoothing and default weight
-initialisation), channels-last as Keras expects: the network maps normalised diffraction amplitudes (B, N, N, C) to
-object patches O = a exp(i phi) with a = the configured activation and phi = pi * tanh. The physics (overlap
-constraint, probe, far field) works on (B, C, N, N) like the torch side.
+Mirror of ``ptycho_torch/model.py`` (same input planes, widths, blocks, skips, heads, activations, masks, smoothing
+and default weight initialisation), channels-last as Keras expects:
+
+* ``network_input``: normalised amplitudes (B, N, N, C) -> (B, N, N, 3C) = [amplitudes, Re, Im] of the
+  back-propagated object estimate (``tf_helper.backpropagated_object`` with the model's probe, no gradient to it).
+* ``ObjectNet`` (a U-Net), base = 16 * n_filters_scale: an encoder of three conv blocks (3C -> base -> 2 base ->
+  4 base), each followed by 2x average pooling, whose outputs before pooling are kept as skips; then two decoders
+  (amplitude, phase) that at each level upsample 2x (nearest), concatenate the skip of the same resolution
+  (deepest first) and apply a block: (4b + 4b -> 2b), (2b + 2b -> b), (b + b -> b); a 3x3 head conv gives C
+  channels. A block is two 3x3 'same' convs with ReLU.
+* object patches O = a exp(i phi) with a = the configured activation and phi = pi * tanh of the decoder heads.
+
+The physics (overlap constraint, probe, far field) works on (B, C, N, N) like the torch side.
 
 ``PtychoPINN.call([X * intensity_scale, local_offsets])`` is the legacy inference signature that Ptychodus uses
-with ``model.predict``: it divides by the model's intensity scale, predicts, applies the overlap constraint, and
-returns complex patches (B, N, N, C).
+with ``model.predict``: it divides by the model's intensity scale, predicts (through ``network_input``), applies
+the overlap constraint, and returns complex patches (B, N, N, C).
+
+Weights of bundles written before the physics-aware input and the skips (a plain encoder-decoder on the
+amplitudes) have other shapes and no longer load; ``model_manager.load_tf_bundle`` says so and asks for retraining.
 """
 
 from __future__ import annotations
@@ -20,11 +32,13 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho.config.config import ModelConfig
-from ptycho.tf_helper import far_field_amplitude, overlap_constraint
+from ptycho.tf_helper import backpropagated_object, far_field_amplitude, overlap_constraint
 
-__all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME", "build_model"]
+__all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME", "INPUT_PLANES", "network_input", "build_model"]
 
 MODEL_NAME = "autoencoder"
+#: Input planes per pattern: the measured amplitude and the real and imaginary parts of its back-propagation.
+INPUT_PLANES = 3
 _ACTIVATIONS = {
     "sigmoid": tf.sigmoid,
     "swish": tf.nn.silu,
@@ -59,20 +73,27 @@ def _upsample(x: tf.Tensor) -> tf.Tensor:
 
 
 class _Decoder(keras.layers.Layer):
+    """Upsampling path that concatenates the encoder's feature map of the same resolution at every level (U-Net)."""
+
     def __init__(self, widths: list[int], out_channels: int, name: str) -> None:
         super().__init__(name=name)
-        self.blocks = [_Block(c_in, c_out, f"block{i}") for i, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:]))]
-        self.blocks.append(_Block(widths[-1], widths[-1], f"block{len(widths) - 1}"))
+        outs = widths[1:] + widths[-1:]
+        self.blocks = [_Block(c_in + skip, c_out, f"block{i}")
+                       for i, (c_in, skip, c_out) in enumerate(zip(widths, widths, outs))]
         self.head = _conv(out_channels, widths[-1], "head")
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        for block in self.blocks:
-            x = block(_upsample(x))
+    def call(self, x: tf.Tensor, skips: list[tf.Tensor]) -> tf.Tensor:
+        for block, skip in zip(self.blocks, skips):
+            x = block(tf.concat([_upsample(x), skip], axis=-1))
         return self.head(x)
 
 
 class ObjectNet(keras.layers.Layer):
-    """Diffraction amplitudes (B, N, N, C) -> object amplitude and phase (B, N, N, C) each."""
+    """Network inputs (B, N, N, INPUT_PLANES * C) -> object amplitude and phase (B, N, N, C) each.
+
+    Encoder of three conv blocks with 2x average pooling, then two decoders (amplitude, phase) with skip
+    connections from the encoder levels of matching resolution.
+    """
 
     def __init__(self, channels: int, n_filters_scale: int = 2, amp_activation: str = "sigmoid",
                  name: str = "object_net") -> None:
@@ -80,7 +101,7 @@ class ObjectNet(keras.layers.Layer):
         base = 16 * n_filters_scale
         widths = [base, 2 * base, 4 * base]
         self.encoder = []
-        c_in = channels
+        c_in = INPUT_PLANES * channels
         for i, width in enumerate(widths):
             self.encoder.append(_Block(c_in, width, f"enc{i}"))
             c_in = width
@@ -90,11 +111,27 @@ class ObjectNet(keras.layers.Layer):
         self.amp_activation = _ACTIVATIONS[amp_activation]
 
     def call(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        skips = []
         for block in self.encoder:
-            x = tf.nn.avg_pool2d(block(x), 2, 2, "VALID")
-        amplitude = self.amp_activation(self.amplitude(x))
-        phase = math.pi * tf.tanh(self.phase(x))
+            x = block(x)
+            skips.append(x)
+            x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+        skips.reverse()
+        amplitude = self.amp_activation(self.amplitude(x, skips))
+        phase = math.pi * tf.tanh(self.phase(x, skips))
         return amplitude, phase
+
+
+def network_input(diffraction: tf.Tensor, probe: tf.Tensor) -> tf.Tensor:
+    """(B, N, N, C) amplitudes -> (B, N, N, 3C): amplitudes, then Re and Im of the back-propagated object estimate.
+
+    Channels-last mirror of ``ptycho_torch.model.network_input`` (same plane order, so channel k of the torch
+    input is channel k here); no gradient flows into the probe through this estimate.
+    """
+    diffraction = tf.cast(diffraction, tf.float32)
+    estimate = backpropagated_object(tf.transpose(diffraction, [0, 3, 1, 2]), tf.stop_gradient(probe))
+    estimate = tf.transpose(estimate, [0, 2, 3, 1])
+    return tf.concat([diffraction, tf.math.real(estimate), tf.math.imag(estimate)], axis=-1)
 
 
 def _gaussian_kernel(sigma: float) -> np.ndarray:
@@ -159,7 +196,7 @@ class PtychoPINN(keras.Model):
 
     def predict_object(self, diffraction: tf.Tensor) -> tf.Tensor:
         """Complex patches (B, C, N, N) from normalised amplitudes (B, N, N, C), before the overlap constraint."""
-        amplitude, phase = self.net(diffraction)
+        amplitude, phase = self.net(network_input(diffraction, self.probe))
         amplitude = tf.transpose(amplitude, [0, 3, 1, 2])
         phase = tf.transpose(phase, [0, 3, 1, 2])
         if self.smoothing_kernel is not None:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 
 from ptycho import params
-from ptycho.bundle_format import open_bundle, read_manifest, write_bundle_archive
+from ptycho.bundle_format import check_weight_shapes, open_bundle, read_manifest, write_bundle_archive
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import BundleError
 
@@ -145,15 +145,12 @@ def load_tf_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]]:
     model = build_model(cfg.model, np.ones((N, N), np.complex64), 1.0, probe_trainable=cfg.probe_trainable,
                         intensity_scale_trainable=cfg.intensity_scale_trainable)
     expected = {w.path: w for w in model.weights}
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise BundleError(f"{bundle.path}: weights do not match the stored model config (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})")
+    check_weight_shapes(bundle.path, {k: tuple(v.shape) for k, v in expected.items()},
+                        {k: tuple(v.shape) for k, v in state.items()})
     for key, variable in expected.items():
         value = state[key]
-        if tuple(value.shape) != tuple(variable.shape) or value.dtype.kind != "f":
-            raise BundleError(f"{bundle.path}: weights do not match the stored model config ({key!r} is "
-                              f"{value.shape} {value.dtype}, the config needs {tuple(variable.shape)} float)")
+        if value.dtype.kind != "f":
+            raise BundleError(f"{bundle.path}: weights {key!r} are {value.dtype}, not floating point")
         variable.assign(value)
     params.cfg.update(bundle.legacy_params)
     info = {"manifest": bundle.manifest, "training_config": cfg, "execution_config": bundle.execution_config,

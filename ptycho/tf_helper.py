@@ -2,7 +2,8 @@
 
 Mirror of ``ptycho_torch/physics.py`` (same formulas, same layouts: patches are (B, C, N, N), offsets (B, C, 2) as
 (x, y) = (column, row) pixels): far-field amplitude fftshift(|FFT2(Psi)|)/N with the orthonormal FFT, the Poisson
-deviance on counts, bilinear translation with zeros outside, and the real-space overlap constraint for gridsize > 1.
+deviance on counts, bilinear translation with zeros outside, the real-space overlap constraint for gridsize > 1, and
+the back-propagated object estimate that the network gets as input next to the amplitudes.
 ``tests/test_tf_physics.py`` compares each function with its torch counterpart.
 """
 
@@ -18,6 +19,7 @@ from ptycho.stitching import OffsetArray, legacy_offsets_to_xy, stitch_patches
 
 __all__ = [
     "far_field_amplitude",
+    "backpropagated_object",
     "poisson_nll",
     "translate",
     "overlap_constraint",
@@ -32,6 +34,25 @@ def far_field_amplitude(exit_wave: tf.Tensor) -> tf.Tensor:
     n = tf.cast(tf.shape(exit_wave)[-1], tf.float32)
     spectrum = tf.signal.fft2d(exit_wave)
     return tf.signal.fftshift(tf.abs(spectrum) / n, axes=(-2, -1))
+
+
+def backpropagated_object(amplitudes: tf.Tensor, probe: tf.Tensor, threshold: float = 0.1) -> tf.Tensor:
+    """Object estimate (B, C, N, N) complex from amplitudes (B, C, N, N) alone (see the torch version).
+
+    The amplitudes get the far-field phase of the bare probe, are propagated back to the sample (orthonormal inverse
+    FFT) and divided by the probe where |P| >= ``threshold`` * max|P|; zero elsewhere.
+    """
+    probe = tf.cast(probe, tf.complex64)
+    n = tf.cast(tf.shape(probe)[-1], tf.complex64)
+    far_probe = tf.signal.fftshift(tf.signal.fft2d(probe) / n, axes=(-2, -1))
+    angle = tf.math.angle(far_probe)
+    phasor = tf.complex(tf.cos(angle), tf.sin(angle))
+    spectrum = tf.complex(tf.cast(amplitudes, tf.float32), 0.0) * phasor
+    exit_wave = tf.signal.ifft2d(tf.signal.ifftshift(spectrum, axes=(-2, -1))) * n
+    magnitude = tf.abs(probe)
+    support = magnitude >= threshold * tf.reduce_max(magnitude)
+    safe_probe = tf.where(support, probe, tf.ones_like(probe))
+    return tf.where(support, exit_wave / safe_probe, tf.zeros_like(exit_wave))
 
 
 def poisson_nll(predicted: tf.Tensor, observed: tf.Tensor, predicted_scale: tf.Tensor,

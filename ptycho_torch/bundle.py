@@ -26,6 +26,7 @@ from ptycho.bundle_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     BundleSource,
+    check_weight_shapes,
     open_bundle,
     package_version,
     read_manifest,
@@ -155,10 +156,17 @@ def load_torch_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]
     N = cfg.model.N
     model = PtychoPINN(cfg.model, torch.ones(N, N, dtype=torch.complex64), 1.0,
                        probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleError(f"{contents.path}: weights {MODEL_NAME + '.pt'!r} are not a state_dict of tensors")
+    check_weight_shapes(contents.path, {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                        {k: tuple(v.shape) for k, v in state.items()})
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise BundleError(f"{contents.path}: weights do not match the stored model config ({exc})") from None
+    except RuntimeError as exc:  # shapes and keys were checked above; keep anything else to one line too
+        reason = str(exc).strip().splitlines()[-1].strip()
+        raise BundleError(f"{contents.path}: weights do not match the stored model config ({reason}): the bundle "
+                          f"was written by an incompatible model version; retrain the model with this version "
+                          f"of ptychopinn") from None
     model.eval()
     params.cfg.update(contents.legacy_params)
     info = {"manifest": contents.manifest, "training_config": cfg, "execution_config": contents.execution_config,

@@ -463,3 +463,49 @@ def test_pickled_code_in_weights_never_runs(bundle, tmp_path):
 
 def test_bundle_module_exposes_the_bundle_name():
     assert bundle_mod.BUNDLE_NAME == "wts.h5.zip"
+
+
+# --- weights from another model version ------------------------------------------------------------------------------
+
+
+def _model_bundle(folder: Path, state_edit=None) -> Path:
+    """A real (tiny) PtychoPINN bundle; ``state_edit`` changes its state_dict before writing."""
+    from ptycho_torch.model import PtychoPINN
+
+    cfg = TrainingConfig(model=ModelConfig(N=64, gridsize=1, n_filters_scale=1))
+    state = PtychoPINN(cfg.model, torch.ones(64, 64, dtype=torch.complex64), 1.0).state_dict()
+    if state_edit is not None:
+        state_edit(state)
+    return write_bundle(folder, {"autoencoder": state}, cfg, PyTorchExecutionConfig(), {"N": 64})
+
+
+def _wider_config(path: Path) -> None:
+    configs = json.loads(_members(path)["configs.json"])
+    configs["training_config"]["model"]["n_filters_scale"] = 2
+    _rewrite(path, {"configs.json": json.dumps(configs).encode()})
+
+
+@pytest.mark.parametrize("case, detail", [
+    # the pre-U-Net model read the amplitudes alone: one input plane instead of three
+    ("old_input", "'net.encoder.0.0.weight' is (16, 1, 3, 3) but this version needs (16, 3, 3, 3)"),
+    ("missing_key", "missing 'net.phase.head.bias'"),
+    ("extra_key", "unexpected 'net.decoder.0.weight'"),
+    ("wider_config", "is (16, 3, 3, 3) but this version needs (32, 3, 3, 3) and 37 more"),
+])
+def test_weights_of_an_incompatible_model_version_are_one_clear_error(tmp_path, case, detail):
+    from ptycho_torch.bundle import load_torch_bundle
+
+    edits = {
+        "old_input": lambda s: s.update({"net.encoder.0.0.weight": torch.zeros(16, 1, 3, 3)}),
+        "missing_key": lambda s: s.pop("net.phase.head.bias"),
+        "extra_key": lambda s: s.update({"net.decoder.0.weight": torch.zeros(2)}),
+    }
+    path = _model_bundle(tmp_path / "m", edits.get(case))
+    if case == "wider_config":
+        load_torch_bundle(path)  # the unedited bundle loads
+        _wider_config(path)
+    with pytest.raises(BundleError) as info:
+        load_torch_bundle(path)
+    msg = _one_clear_message(info.value, path)
+    assert detail in msg
+    assert "incompatible model version" in msg and "retrain" in msg

@@ -94,11 +94,30 @@ def test_missing_weights_and_mismatched_config(bundle):
     configs = json.loads(zipfile.ZipFile(bundle).read("configs.json"))
     configs["training_config"]["model"]["n_filters_scale"] = 2
     _rewrite(bundle, {"configs.json": json.dumps(configs).encode()})
-    with pytest.raises(BundleError, match="do not match the stored model config"):
+    with pytest.raises(BundleError, match="do not match the stored model config.*incompatible model version.*retrain"):
         model_manager.load_tf_bundle(bundle)
     _rewrite(bundle, {"autoencoder.weights.npz": None})
     with pytest.raises(BundleError, match="'autoencoder.weights.npz' is missing"):
         model_manager.load_tf_bundle(bundle)
+
+
+def test_weights_of_the_pre_unet_model_are_one_clear_error(bundle):
+    """The earlier model read the amplitudes alone (C input planes, decoders without skips): same variable paths,
+    other shapes. Loading such a bundle names the file, says why, and asks for retraining."""
+    with zipfile.ZipFile(bundle) as zf:
+        with np.load(io.BytesIO(zf.read("autoencoder.weights.npz"))) as npz:
+            state = {key: npz[key] for key in npz.files}
+    state["ptycho_pinn/object_net/enc0/conv1/kernel"] = np.zeros((3, 3, 1, 16), np.float32)
+    state["ptycho_pinn/object_net/amplitude/block0/conv1/kernel"] = np.zeros((3, 3, 64, 32), np.float32)
+    buffer = io.BytesIO()
+    np.savez(buffer, **state)
+    _rewrite(bundle, {"autoencoder.weights.npz": buffer.getvalue()})
+    with pytest.raises(BundleError) as info:
+        model_manager.load_tf_bundle(bundle)
+    msg = str(info.value)
+    assert str(bundle) in msg and "\n" not in msg
+    assert "'ptycho_pinn/object_net/enc0/conv1/kernel' is (3, 3, 1, 16) but this version needs (3, 3, 3, 16)" in msg
+    assert "and 1 more" in msg and "incompatible model version" in msg and "retrain" in msg
 
 
 def test_unpacked_symlink_escaping_is_refused(bundle, tmp_path):

@@ -31,6 +31,86 @@ def test_far_field_amplitude_matches_torch():
     np.testing.assert_allclose((ours**2).sum(axis=(-2, -1)), (np.abs(psi) ** 2).sum(axis=(-2, -1)), rtol=1e-4)
 
 
+def _amplitudes(probe: np.ndarray, B: int, C: int) -> np.ndarray:
+    """Noise-free amplitudes (B, C, N, N) of probe * patches of a simulated object.
+
+    Random amplitudes would not do: where the probe's far field is ~1e-6 of its peak its phase is float32 noise
+    (different in every FFT implementation) and random amplitudes there amplify that to ~1e-3 in the estimate.
+    """
+    N = probe.shape[-1]
+    obj = make_object("grf", 3 * N, np.random.default_rng(1))
+    x, y = RNG.uniform(N // 2 + 1, 2.5 * N - 1, (2, B * C))
+    patches = extract_patches(obj, x, y, N).reshape(B, C, N, N)
+    return np.abs(np.fft.fftshift(np.fft.fft2(patches * probe, norm="ortho"), axes=(-2, -1))).astype(np.float32)
+
+
+def test_backpropagated_object_matches_torch_and_recovers_a_flat_object():
+    probe = make_probe(32)
+    amplitudes = _amplitudes(probe, 2, 3)
+    ours = tf_helper.backpropagated_object(tf.constant(amplitudes), tf.constant(probe)).numpy()
+    ref = torch_physics.backpropagated_object(torch.from_numpy(amplitudes), torch.from_numpy(probe)).numpy()
+    assert ours.shape == (2, 3, 32, 32) and np.iscomplexobj(ours)
+    np.testing.assert_allclose(ours, ref, atol=1e-4)
+    support = np.abs(probe) >= 0.1 * np.abs(probe).max()
+    assert np.all(ours[..., ~support] == 0)
+    # O = 0.7 exp(0.3i) everywhere: the far field then carries the probe's phase, so the estimate is exact
+    flat = tf_helper.far_field_amplitude(tf.constant(0.7 * probe[None, None]))
+    estimate = tf_helper.backpropagated_object(flat, tf.constant(probe)).numpy()[0, 0]
+    np.testing.assert_allclose(np.abs(estimate[support]), 0.7, atol=1e-3)
+
+
+def _torch_to_keras(torch_model, keras_model) -> None:
+    """Copy a torch PtychoPINN's weights into the Keras one (conv kernels OIHW -> HWIO)."""
+    names = {"log_intensity_scale": "log_intensity_scale", "probe_real": "probe_real", "probe_imag": "probe_imag",
+             "probe_mask": "probe_mask"}
+    for key in torch_model.state_dict():
+        parts = key.split(".")
+        if parts[0] != "net":
+            continue
+        kind = "kernel" if parts[-1] == "weight" else "bias"
+        if parts[1] == "encoder":  # net.encoder.i.{0,2}.weight
+            names[key] = f"object_net/enc{parts[2]}/conv{1 + int(parts[3]) // 2}/{kind}"
+        elif parts[2] == "blocks":  # net.amplitude.blocks.i.{0,2}.weight
+            names[key] = f"object_net/{parts[1]}/block{parts[3]}/conv{1 + int(parts[4]) // 2}/{kind}"
+        else:  # net.amplitude.head.weight
+            names[key] = f"object_net/{parts[1]}/head/{kind}"
+    variables = {w.path.split("/", 1)[1]: w for w in keras_model.weights}
+    state = torch_model.state_dict()
+    for key, path in names.items():
+        value = state[key].numpy()
+        variables[path].assign(value.transpose(2, 3, 1, 0) if value.ndim == 4 else value)
+    assert set(names.values()) == set(variables)
+
+
+def test_network_input_and_unet_match_torch_with_the_same_weights():
+    from ptycho.config.config import ModelConfig
+    from ptycho.model import INPUT_PLANES, build_model, network_input
+    from ptycho_torch import model as torch_model
+
+    assert INPUT_PLANES == torch_model.INPUT_PLANES
+    torch.manual_seed(0)
+    cfg = ModelConfig(N=64, gridsize=2, n_filters_scale=1)
+    probe = make_probe(64)
+    ref_model = torch_model.PtychoPINN(cfg, torch.from_numpy(probe), 2.5)
+    ours = build_model(cfg, probe, 1.0)
+    _torch_to_keras(ref_model, ours)
+    diffraction = _amplitudes(probe, 2, 4)
+    offsets = RNG.uniform(-4, 4, (2, 4, 2)).astype(np.float32)
+    channels_last = np.transpose(diffraction, (0, 2, 3, 1))
+
+    inputs = network_input(tf.constant(channels_last), ours.probe).numpy()
+    ref_inputs = torch_model.network_input(torch.from_numpy(diffraction), ref_model.probe).numpy()
+    np.testing.assert_allclose(inputs, np.transpose(ref_inputs, (0, 2, 3, 1)), atol=1e-3)  # float32 FFT noise / |P|
+
+    with torch.no_grad():
+        ref = ref_model.object_patches(torch.from_numpy(diffraction), torch.from_numpy(offsets)).numpy()
+    np.testing.assert_allclose(ours.object_patches(tf.constant(channels_last), tf.constant(offsets)).numpy(), ref,
+                               atol=1e-4)
+    # the legacy Ptychodus signature: [X * intensity_scale, offsets (B, 1, 2, C)] -> (B, N, N, C)
+    legacy = ours([channels_last * 2.5, np.transpose(offsets, (0, 2, 1))[:, None]]).numpy()
+    np.testing.assert_allclose(legacy, np.transpose(ref, (0, 2, 3, 1)), atol=1e-4)
+
+
 def test_poisson_nll_matches_torch_and_is_zero_at_the_truth():
     pred = RNG.uniform(0.1, 2, (4, 1, 8, 8)).astype(np.float32)
     obs = RNG.uniform(0.0, 2, (4, 1, 8, 8)).astype(np.float32)
