@@ -55,33 +55,20 @@ def ptychi_rows(doses: list[float], threads: int, extra: list[str]) -> list[dict
         return json.loads(out.read_text())
 
 
-def ptychopinn_rows(doses: list[float], minutes: float, epochs: int, batch_size: int, workdir: Path):
-    """quality.run_dose per dose; also returns the model trained at the first dose (for the throughput sweep)."""
+def ptychopinn_rows(doses: list[float], minutes: float, epochs: int, batch_size: int, workdir: Path,
+                    refine_iterations: int):
+    """quality.run_dose per dose (single pass and refined rows); also the model trained at the first dose."""
     import quality
 
-    trained = []
-    original = quality.train_cdi_model_torch
-
-    def keep_model(*args, **kwargs):  # quality.run_dose does not return its model; keep it for the sweep
-        results = original(*args, **kwargs)
-        trained.append(results["model"])
-        return results
-
-    quality.train_cdi_model_torch = keep_model
-    rows = []
-    try:
-        for dose in doses:
-            print(f"compare: PtychoPINN at {dose:.0e} photons, {minutes:g} min training", file=sys.stderr,
-                  flush=True)
-            r = quality.run_dose(dose, minutes, workdir, epochs, batch_size)
-            from scenes import held_out_scan
-            n = held_out_scan(dose).n_positions
-            r.update(method="PtychoPINN", n_patterns=n, patterns_s=r["infer_patterns_s"],
-                     seconds_per_scan=n / r["infer_patterns_s"])
-            rows.append(r)
-    finally:
-        quality.train_cdi_model_torch = original
-    return rows, (trained[0] if trained else None)
+    rows, first_model = [], None
+    for dose in doses:
+        print(f"compare: PtychoPINN at {dose:.0e} photons, {minutes:g} min training", file=sys.stderr, flush=True)
+        dose_rows, model = quality.run_dose(dose, minutes, workdir, epochs, batch_size, refine_iterations)
+        for r in dose_rows:
+            r["patterns_s"] = r["infer_patterns_s"]
+        rows += dose_rows
+        first_model = first_model or model
+    return rows, first_model
 
 
 def throughput_sweep(model, nphotons: float, batch_sizes: list[int], repeats: int = 2) -> list[dict]:
@@ -106,7 +93,7 @@ def throughput_sweep(model, nphotons: float, batch_sizes: list[int], repeats: in
 def format_row(r: dict, ptychi_seconds: dict) -> str:
     ref = ptychi_seconds.get(r["nphotons"])
     speed = f"{ref / r['seconds_per_scan']:.1f}x" if ref else "-"
-    if r["method"] == "PtychoPINN":
+    if r["method"].startswith("PtychoPINN"):
         notes = f"train {r['train_minutes']:.1f} min, {r['epochs']} epochs"
     else:
         notes = f"{r['epochs']} epochs, {r.get('noise_model', '')}"
@@ -170,6 +157,8 @@ def main() -> None:
     parser.add_argument("--skip-ptychopinn", action="store_true", help="pty-chi rows only")
     parser.add_argument("--epochs", type=int, default=1000, help="PtychoPINN epoch cap (the budget usually stops first)")
     parser.add_argument("--batch_size", type=int, default=16, help="PtychoPINN training batch size")
+    parser.add_argument("--refine_iterations", type=int, default=50,
+                        help="PtychoPINN physics refinement steps for the refined rows (0: single pass only)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both methods (default 1: the same for both, the machine is shared)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
@@ -191,13 +180,14 @@ def main() -> None:
     model, sweep = None, []
     if not args.skip_ptychopinn:
         with tempfile.TemporaryDirectory() as tmp:
-            pinn, model = ptychopinn_rows(args.doses, args.minutes, args.epochs, args.batch_size, Path(tmp))
+            pinn, model = ptychopinn_rows(args.doses, args.minutes, args.epochs, args.batch_size, Path(tmp),
+                                          args.refine_iterations)
         rows = pinn + rows
         if args.plots and model is not None:
             sweep = throughput_sweep(model, args.doses[0], args.batch_sizes)
 
-    ptychi_seconds = {r["nphotons"]: r["seconds_per_scan"] for r in rows if r["method"] != "PtychoPINN"}
-    rows.sort(key=lambda r: (-r["nphotons"], r["method"] != "PtychoPINN"))
+    ptychi_seconds = {r["nphotons"]: r["seconds_per_scan"] for r in rows if not r["method"].startswith("PtychoPINN")}
+    rows.sort(key=lambda r: (-r["nphotons"], not r["method"].startswith("PtychoPINN"), r["method"]))
     print(f"# held-out scan: benchmarks/scenes.held_out_scan (N=64, {rows[0]['n_patterns'] if rows else '?'} "
           f"positions); torch threads {args.threads}; PtychoPINN training {args.minutes:g} min/dose")
     print(" | ".join(HEADER))
@@ -210,7 +200,8 @@ def main() -> None:
         if sweep:
             top = args.doses[0]  # the sweep used the model and scan of the first dose
             plot_throughput(sweep, next((r["patterns_s"] for r in rows
-                                         if r["method"] != "PtychoPINN" and r["nphotons"] == top), None),
+                                         if not r["method"].startswith("PtychoPINN") and r["nphotons"] == top),
+                                        None),
                             args.plots / "throughput_vs_batch.png")
         print(f"# plots: {args.plots}/quality_vs_dose.png" + (f", {args.plots}/throughput_vs_batch.png" if sweep
                                                                else ""))

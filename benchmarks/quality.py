@@ -3,7 +3,7 @@
 Simulates a training scan and a held-out scan of a *different* object (N=64, gridsize 2) at each dose, trains
 within a fixed wall-time budget, reconstructs the held-out scan and prints one table: amplitude/phase SSIM, PSNR,
 FRC, training samples/s (Lightning) next to a plain torch loop over the same model and data, and end-to-end
-inference patterns/s (NPZ -> stitched object).
+inference patterns/s (NPZ -> stitched object), for the single network pass and with physics refinement.
 
     python benchmarks/quality.py                      # 1e6 and 1e4 photons, 10 min budget each
     python benchmarks/quality.py --minutes 2 --doses 1e6
@@ -12,6 +12,7 @@ inference patterns/s (NPZ -> stitched object).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import tempfile
@@ -56,7 +57,24 @@ def plain_loop_samples_per_s(module: PtychoPINNModule, diffraction: torch.Tensor
     return done / (time.perf_counter() - start)
 
 
-def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_size: int) -> dict:
+def _scores(recon, scan, seconds: float) -> dict:
+    metrics = metrics_against_truth(recon, scan)
+    return {
+        "amp_ssim": metrics["amplitude"]["ssim"], "phase_ssim": metrics["phase"]["ssim"],
+        "amp_psnr": metrics["amplitude"]["psnr"], "phase_psnr": metrics["phase"]["psnr"],
+        "amp_frc": metrics["amplitude"]["frc_half_bit"], "phase_frc": metrics["phase"]["frc_half_bit"],
+        "infer_patterns_s": scan.n_positions / seconds, "seconds_per_scan": seconds,
+        "n_patterns": scan.n_positions,
+    }
+
+
+def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_size: int,
+             refine_iterations: int = 50, n_filters_scale: int = 1) -> tuple[list[dict], torch.nn.Module]:
+    """Train at one dose, reconstruct the held-out scan in a single pass and with physics refinement.
+
+    Returns one row per inference mode (method 'PtychoPINN' and 'PtychoPINN+refine<K>') and the trained model.
+    Inference time is end to end: NPZ read, grouping, network, stitching (and refinement), as ptycho-infer does it.
+    """
     train_file, test_file = workdir / f"train_{nphotons:g}.npz", workdir / f"test_{nphotons:g}.npz"
     save_scan(train_file, training_scan(nphotons))
     save_scan(test_file, held_out_scan(nphotons))
@@ -67,17 +85,11 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
     payload = create_training_payload(
         train_file, workdir / f"run_{nphotons:g}",
         {"n_groups": train.n_positions, "gridsize": 2, "nepochs": epochs, "batch_size": batch_size,
-         "test_data_file": test_file},
+         "test_data_file": test_file, "n_filters_scale": n_filters_scale},
         execution,
     )
     results = train_cdi_model_torch(train, test, payload)
     model = results["model"]
-
-    start = time.perf_counter()
-    scan = load_scan(test_file)
-    recon = reconstruct_scan(model, scan, execution, neighbor_count=payload.tf_training_config.neighbor_count)
-    e2e = scan.n_positions / (time.perf_counter() - start)
-    metrics = metrics_against_truth(recon, scan)
 
     from ptycho_torch.data import to_tensors
     from ptycho_torch.workflows.components import group_for_training
@@ -85,16 +97,21 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
     tensors = to_tensors(group_for_training(train, payload), model.probe.detach(), nphotons)
     module = PtychoPINNModule(model, payload.tf_training_config, execution, tensors.intensity_scale)
     plain = plain_loop_samples_per_s(module, tensors.diffraction, tensors.offsets, batch_size)
-    return {
-        "nphotons": nphotons,
-        "epochs": len(results["history"]["train_loss"]),
-        "train_minutes": results["train_seconds"] / 60,
-        "amp_ssim": metrics["amplitude"]["ssim"], "phase_ssim": metrics["phase"]["ssim"],
-        "amp_psnr": metrics["amplitude"]["psnr"], "phase_psnr": metrics["phase"]["psnr"],
-        "amp_frc": metrics["amplitude"]["frc_half_bit"], "phase_frc": metrics["phase"]["frc_half_bit"],
-        "train_samples_s": results["train_samples_per_s"], "plain_samples_s": plain,
-        "infer_patterns_s": e2e,
+    common = {
+        "nphotons": nphotons, "epochs": len(results["history"]["train_loss"]),
+        "train_minutes": results["train_seconds"] / 60, "train_samples_s": results["train_samples_per_s"],
+        "plain_samples_s": plain,
     }
+    rows = []
+    modes = [("PtychoPINN", 0)] + ([(f"PtychoPINN+refine{refine_iterations}", refine_iterations)]
+                                   if refine_iterations > 0 else [])
+    for method, iterations in modes:
+        mode = dataclasses.replace(execution, refine_iterations=iterations)
+        start = time.perf_counter()
+        scan = load_scan(test_file)
+        recon = reconstruct_scan(model, scan, mode, neighbor_count=payload.tf_training_config.neighbor_count)
+        rows.append({"method": method, **common, **_scores(recon, scan, time.perf_counter() - start)})
+    return rows, model
 
 
 def main() -> None:
@@ -103,6 +120,9 @@ def main() -> None:
     parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4])
     parser.add_argument("--epochs", type=int, default=1000, help="upper bound; the time budget usually stops first")
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--refine_iterations", type=int, default=50,
+                        help="also report inference with this many physics refinement steps (0: single pass only)")
+    parser.add_argument("--n_filters_scale", type=int, default=1, help="network width (1: fastest per step)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -111,13 +131,14 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for dose in args.doses:
-            rows.append(run_dose(dose, args.minutes, Path(tmp), args.epochs, args.batch_size))
-    header = ("photons", "epochs", "train min", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR",
+            rows += run_dose(dose, args.minutes, Path(tmp), args.epochs, args.batch_size, args.refine_iterations,
+                             args.n_filters_scale)[0]
+    header = ("method", "photons", "epochs", "train min", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR",
               "amp FRC½", "phase FRC½", "train sm/s", "plain sm/s", "ratio", "infer pat/s")
     print(" | ".join(header))
     for r in rows:
         print(" | ".join([
-            f"{r['nphotons']:.0e}", str(r["epochs"]), f"{r['train_minutes']:.1f}", f"{r['amp_ssim']:.3f}",
+            r["method"], f"{r['nphotons']:.0e}", str(r["epochs"]), f"{r['train_minutes']:.1f}", f"{r['amp_ssim']:.3f}",
             f"{r['phase_ssim']:.3f}", f"{r['amp_psnr']:.2f}", f"{r['phase_psnr']:.2f}", f"{r['amp_frc']:.3f}",
             f"{r['phase_frc']:.3f}", f"{r['train_samples_s']:.1f}", f"{r['plain_samples_s']:.1f}",
             f"{r['train_samples_s'] / r['plain_samples_s']:.2f}", f"{r['infer_patterns_s']:.0f}",
