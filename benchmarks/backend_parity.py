@@ -1,7 +1,7 @@
 """Backend parity: train the PyTorch and the TensorFlow backends on the same simulated scan for the same budget
 and print one quality table (ptycho.metrics.evaluate_reconstruction on a held-out scan of another object).
 
-    python benchmarks/backend_parity.py [--nepochs 20 --n_train 196 --gridsize 1 --n_filters_scale 2]
+    python benchmarks/backend_parity.py [--nepochs 30 --n_train 196 --gridsize 2 --n_filters_scale 1]
 
 Both backends get the same canonical TrainingConfig (through ptycho.workflows.backend_selector), the same seed,
 learning rate, batch size and epochs; the table also shows a flat object as the floor.
@@ -24,12 +24,12 @@ from ptycho.simulate import simulate_scan  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nepochs", type=int, default=20)
+    parser.add_argument("--nepochs", type=int, default=30)
     parser.add_argument("--n_train", type=int, default=196)
     parser.add_argument("--n_test", type=int, default=100)
     parser.add_argument("--object_size", type=int, default=192)
-    parser.add_argument("--gridsize", type=int, default=1)
-    parser.add_argument("--n_filters_scale", type=int, default=2)
+    parser.add_argument("--gridsize", type=int, default=2)
+    parser.add_argument("--n_filters_scale", type=int, default=1)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--nphotons", type=float, default=1e6)
     parser.add_argument("--output_dir", default="runs/backend_parity")
