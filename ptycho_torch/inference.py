@@ -89,12 +89,16 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         probe=model.probe.detach(), pad_eval=execution.pad_eval,
     )
     obj = stitched.object
-    if execution.refine_iterations > 0:
-        # The refinement sees every pattern once, normalised exactly as the network's input was.
+    if execution.refine_iterations > 0 and bool(stitched.covered.any()):
+        # Pixels outside the stitching windows but inside the probe start from the mean object value rather than
+        # 0, which the patterns there would contradict. Every pattern is normalised as the network's input was.
+        start_value = obj[stitched.covered].mean()
+        obj = torch.where(stitched.covered, obj, start_value)
         amplitudes = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32)) * tensors.alpha
         obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
                                torch.from_numpy(scan.ycoords), model.probe.detach(), execution.refine_iterations,
-                               covered=stitched.covered, progress=show)
+                               progress=show)
+        obj = torch.where(stitched.covered, obj, torch.zeros_like(obj))
     obj = obj.cpu().numpy().astype(np.complex64)
     return Reconstruction(
         object=obj, origin=stitched.origin, covered=stitched.covered.cpu().numpy(),

@@ -12,8 +12,6 @@ robust choice for iterative ptychography at both high and low dose.
 from __future__ import annotations
 
 import sys
-from typing import Optional
-
 import torch
 from tqdm.auto import tqdm
 
@@ -21,8 +19,9 @@ from ptycho_torch.physics import far_field_amplitude
 
 __all__ = ["extract_patches_torch", "refine_object", "DEFAULT_REFINE_LR"]
 
-#: Adam step for the real and imaginary parts of the object; objects are O(1) in model units.
-DEFAULT_REFINE_LR = 0.02
+#: Adam step for the real and imaginary parts of the object (O(1) in model units); 0.1 beat 0.05 and 0.2 at 30
+#: and 50 iterations on the benchmark scans.
+DEFAULT_REFINE_LR = 0.1
 
 
 def extract_patches_torch(obj: torch.Tensor, row0: torch.Tensor, col0: torch.Tensor, N: int) -> torch.Tensor:
@@ -47,12 +46,12 @@ def extract_patches_torch(obj: torch.Tensor, row0: torch.Tensor, col0: torch.Ten
 
 def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.Tensor, xcoords: torch.Tensor,
                   ycoords: torch.Tensor, probe: torch.Tensor, iterations: int, *, lr: float = DEFAULT_REFINE_LR,
-                  covered: Optional[torch.Tensor] = None, progress: bool = False) -> tuple[torch.Tensor, list[float]]:
+                  progress: bool = False) -> tuple[torch.Tensor, list[float]]:
     """Return the refined (H, W) complex object and the loss after each iteration.
 
     ``amplitudes`` (M, N, N) are the scan's normalised measured amplitudes in the model's units, ``xcoords``/
     ``ycoords`` (M,) the pattern centres in objectGuess pixels and ``origin`` the canvas's (row, col) there. Pixels
-    outside ``covered`` keep their value (no pattern constrains them).
+    no probe reaches get no gradient and keep their value, so only measured parts of the object change.
     """
     if iterations < 0:
         raise ValueError(f"refine iterations must be >= 0, got {iterations}")
@@ -64,7 +63,6 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     probe = probe.detach().to(device, torch.complex64)
     start = obj.detach().to(torch.complex64)
     variable = torch.view_as_real(start.clone()).requires_grad_(True)
-    keep = None if covered is None else covered.to(device)[..., None]
     optimiser = torch.optim.Adam([variable], lr=lr)
     history: list[float] = []
     for _ in tqdm(range(iterations), desc="refining", unit="it", disable=not progress, file=sys.stderr):
@@ -74,8 +72,6 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
             loss = (predicted - amplitudes).pow(2).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-        if keep is not None:
-            variable.grad.mul_(keep)
         optimiser.step()
         history.append(float(loss.detach()))
     return torch.view_as_complex(variable.detach()).clone(), history
