@@ -98,9 +98,12 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _refuse_distributed_tensorflow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The TensorFlow backend is single-process: a distributed request is a usage error (exit 2)."""
+    """The TensorFlow backend is single-process and has no physics refinement: asking for either is a usage error
+    (exit 2) rather than a flag silently ignored."""
     if getattr(args, "backend", "pytorch") != "tensorflow":
         return
+    if getattr(args, "refine_iterations", 0):
+        parser.error("--refine_iterations is a PyTorch inference option; drop it or use --backend pytorch")
     asked = [f"--{flag} {getattr(args, key)}" for flag, key in (("devices", "n_devices"), ("nodes", "nodes"))
              if getattr(args, key, 1) != 1]
     if getattr(args, "strategy", "auto") != "auto":

@@ -42,7 +42,7 @@ def round_trip(scans, tmp_path_factory) -> dict:
                                     *TINY_TRAIN])
     infer = _run(run_inference_cli, ["--model_path", str(train_dir), "--test_data_file", str(scans["test"]),
                                      "--output_dir", str(infer_dir), "--accelerator", "cpu",
-                                     "--inference_batch_size", "4", "--quiet"])
+                                     "--inference_batch_size", "4", "--refine_iterations", "3", "--quiet"])
     return {"train_dir": train_dir, "infer_dir": infer_dir, "train": train, "infer": infer}
 
 
@@ -96,6 +96,7 @@ def test_inference_cli_writes_outputs(round_trip):
     assert snapshot["command"][0] == "ptycho-infer"
     assert snapshot["payload"]["tf_inference_config"]["model"]["gridsize"] == 2  # architecture from the bundle
     assert snapshot["payload"]["execution_config"]["inference_batch_size"] == 4
+    assert snapshot["payload"]["execution_config"]["refine_iterations"] == 3
 
 
 # ---------------------------------------------------------------------------------------------- user errors
@@ -107,6 +108,14 @@ def test_bad_flag_is_a_usage_error(capsys):
     assert info.value.code == 2
     line = _one_error_line(capsys.readouterr().err, "ptycho-train")
     assert "--no_such_flag" in line
+
+
+def test_refinement_with_the_tensorflow_backend_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        run_inference_cli(["--model_path", "m", "--test_data_file", "t.npz", "--backend", "tensorflow",
+                           "--refine_iterations", "5"])
+    assert info.value.code == 2
+    assert "--refine_iterations" in _one_error_line(capsys.readouterr().err, "ptycho-infer")
 
 
 def test_bad_flag_value_is_a_usage_error(capsys):
