@@ -104,6 +104,17 @@ def format_row(r: dict, ptychi_seconds: dict) -> str:
     ])
 
 
+def _save(fig, ax, path: Path) -> None:
+    """The finish both plots share: grid, legend, tight layout, write, free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_quality(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -121,11 +132,7 @@ def plot_quality(rows: list[dict], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("photons per pattern")
     ax.set_ylabel("SSIM (held-out scan)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def plot_throughput(sweep: list[dict], ptychi_patterns_s: float | None, path: Path) -> None:
@@ -142,11 +149,7 @@ def plot_throughput(sweep: list[dict], ptychi_patterns_s: float | None, path: Pa
     ax.set_ylim(bottom=0)
     ax.set_xlabel("inference_batch_size (groups of gridsize² patterns)")
     ax.set_ylabel("patterns / s (end to end)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def main() -> None:

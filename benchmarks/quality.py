@@ -108,11 +108,12 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
     from ptycho.grouping import group_scan
     from ptycho_torch.inference import auto_batch_size
 
-    grouped = group_scan(test, n_groups=test.n_positions, gridsize=2, neighbor_count=4, subsample_seed=0,
-                         sequential_sampling=True)
+    cfg = payload.tf_training_config
+    grouped = group_scan(test, n_groups=test.n_positions, gridsize=cfg.model.gridsize,
+                         neighbor_count=cfg.neighbor_count, subsample_seed=0, sequential_sampling=True)
     test_tensors = to_tensors(grouped, model.probe.detach(), nphotons)
     raw = infer_patterns_per_s(model, test_tensors.diffraction, test_tensors.offsets,
-                               auto_batch_size(64, 4, torch.device("cpu")), bf16=False)
+                               auto_batch_size(cfg.model.N, cfg.model.gridsize ** 2, torch.device("cpu")), bf16=False)
     common["raw_patterns_s"] = raw
     rows = []
     modes = [("PtychoPINN", 0)] + ([(f"PtychoPINN+refine{refine_iterations}", refine_iterations)]

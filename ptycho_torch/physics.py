@@ -37,8 +37,12 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def probe_support(probe: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
-    """Boolean mask of pixels where |P| is at least ``threshold`` of its maximum (ptycho.normalisation)."""
-    return torch.from_numpy(normalisation.probe_support(_numpy(probe), threshold)).to(probe.device)
+    """Boolean mask of pixels where |P| is at least ``threshold`` of its maximum (as ptycho.normalisation).
+
+    Kept in torch, not wrapped: backpropagated_object calls it in every forward pass, on the model's device.
+    """
+    magnitude = probe.abs()
+    return magnitude >= threshold * magnitude.max()
 
 
 def normalize_probe(probe: torch.Tensor, probe_scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -73,7 +77,7 @@ def backpropagated_object(amplitudes: torch.Tensor, probe: torch.Tensor, thresho
     far_probe = torch.fft.fftshift(torch.fft.fft2(probe, norm="ortho"), dim=(-2, -1))
     phasor = torch.polar(torch.ones_like(far_probe.real), far_probe.angle())
     exit_wave = torch.fft.ifft2(torch.fft.ifftshift(amplitudes * phasor, dim=(-2, -1)), norm="ortho")
-    support = probe.abs() >= threshold * probe.abs().max()
+    support = probe_support(probe, threshold)
     safe_probe = torch.where(support, probe, torch.ones_like(probe))
     return torch.where(support, exit_wave / safe_probe, torch.zeros_like(exit_wave))
 
