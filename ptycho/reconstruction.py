@@ -19,6 +19,7 @@ class Reconstruction:
     ycoords: np.ndarray
     n_patterns: int
     seconds: float
+    n_groups: int  # groups of gridsize**2 patterns the network predicted (its share of the work)
 
     @property
     def patterns_per_s(self) -> float:

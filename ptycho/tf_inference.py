@@ -60,7 +60,7 @@ def reconstruct_scan_tf(model: Any, scan: ScanData, execution: Optional[PyTorchE
                               middle_trim=execution.middle_trim, probe=probe, pad_eval=execution.pad_eval)
     return Reconstruction(object=stitched.object, origin=stitched.origin, covered=stitched.covered,
                           xcoords=scan.xcoords, ycoords=scan.ycoords, n_patterns=scan.n_positions,
-                          seconds=time.perf_counter() - start)
+                          seconds=time.perf_counter() - start, n_groups=len(grouped))
 
 
 def metrics_against_truth(recon: Reconstruction, scan: ScanData) -> Optional[dict[str, Any]]:

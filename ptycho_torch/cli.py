@@ -69,6 +69,9 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
                         help="central window (pixels) of each patch kept when stitching; 0 = probe-weighted")
     parser.add_argument("--refine_iterations", type=int, default=s,
                         help="after stitching, this many physics refinement steps on the scan's own data (default 0)")
+    parser.add_argument("--refine_smoothing", type=float, default=s,
+                        help="0..1: pull towards a 1-px blur each refinement step, against photon noise (default 0.1; "
+                             "0 = data only, raise at low dose)")
     parser.add_argument("--progress_bar", dest="enable_progress_bar", action="store_true", default=s)
     parser.add_argument("--quiet", dest="enable_progress_bar", action="store_false", default=s,
                         help="no progress bar")
@@ -102,8 +105,9 @@ def _refuse_distributed_tensorflow(parser: argparse.ArgumentParser, args: argpar
     (exit 2) rather than a flag silently ignored."""
     if getattr(args, "backend", "pytorch") != "tensorflow":
         return
-    if getattr(args, "refine_iterations", 0):
-        parser.error("--refine_iterations is a PyTorch inference option; drop it or use --backend pytorch")
+    for flag in ("refine_iterations", "refine_smoothing"):
+        if hasattr(args, flag):
+            parser.error(f"--{flag} is a PyTorch inference option; drop it or use --backend pytorch")
     asked = [f"--{flag} {getattr(args, key)}" for flag, key in (("devices", "n_devices"), ("nodes", "nodes"))
              if getattr(args, key, 1) != 1]
     if getattr(args, "strategy", "auto") != "auto":

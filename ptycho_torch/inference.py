@@ -21,7 +21,7 @@ from ptycho.atomic import atomic_open, atomic_write_json
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import ScanData, load_scan
 from ptycho.figures import save_png
-from ptycho.grouping import group_scan
+from ptycho.grouping import cover_scan, group_scan
 from ptycho.metrics import evaluate_on_scan_grid
 from ptycho.reconstruction import Reconstruction
 from ptycho_torch.bundle import load_torch_bundle
@@ -61,16 +61,23 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
                      ) -> Reconstruction:
     """Predict every group of the scan in batches and stitch the patches onto one canvas.
 
-    Each scan position seeds one group (sequential, so the result does not depend on a random draw); with
-    gridsize > 1 the overlap constraint is applied exactly as in training. With ``execution.refine_iterations``
-    the stitched object is then refined against the scan's diffraction data (ptycho_torch.refine).
+    Each scan position seeds one group (sequential, so the result does not depend on a random draw; the first
+    ``n_groups`` positions when given); with gridsize > 1 the overlap constraint is applied exactly as in training.
+    With ``execution.refine_iterations`` the stitched object is then refined against the scan's diffraction data
+    (ptycho_torch.refine), and the network runs on a covering grouping instead (ptycho.grouping.cover_scan: every
+    position in at least one group, up to C times fewer patterns), as refinement does the averaging of overlaps.
     """
     start = time.perf_counter()
     device = _device(execution)
     model = model.to(device).eval()
     C = model.config.gridsize ** 2
-    grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=model.config.gridsize,
-                         neighbor_count=max(neighbor_count, C), subsample_seed=0, sequential_sampling=True)
+    K = max(neighbor_count, C)
+    if execution.refine_iterations > 0 and n_groups is None:
+        # Refinement reconciles overlapping patches itself, so the network need only see each position once.
+        grouped = cover_scan(scan, gridsize=model.config.gridsize, neighbor_count=K)
+    else:
+        grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=model.config.gridsize,
+                             neighbor_count=K, subsample_seed=0, sequential_sampling=True)
     tensors = to_tensors(grouped, model.probe.detach().cpu(), nphotons=1.0)
     batch = execution.inference_batch_size or auto_batch_size(model.config.N, C, device)
     show = execution.enable_progress_bar if progress is None else progress
@@ -97,13 +104,13 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         amplitudes = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32)) * tensors.alpha
         obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
                                torch.from_numpy(scan.ycoords), model.probe.detach(), execution.refine_iterations,
-                               progress=show)
+                               smoothing=execution.refine_smoothing, progress=show)
         obj = torch.where(stitched.covered, obj, torch.zeros_like(obj))
     obj = obj.cpu().numpy().astype(np.complex64)
     return Reconstruction(
         object=obj, origin=stitched.origin, covered=stitched.covered.cpu().numpy(),
         xcoords=scan.xcoords, ycoords=scan.ycoords, n_patterns=scan.n_positions,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, n_groups=len(grouped),
     )
 
 

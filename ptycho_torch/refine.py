@@ -1,77 +1,143 @@
 """Physics refinement: polish a stitched object against the scan's own diffraction data (no ground truth used).
 
-The network's single pass is fast but only as good as its training; a few dozen iterations of gradient descent on
-the whole object, with every measured pattern and the same forward model, remove most of what it got wrong. The
-network's output is the starting point, which is what makes this cheaper than an iterative solver from scratch.
+The network's single pass is fast but only as good as its training; a few dozen iterations on the whole object,
+with every measured pattern and the same forward model, remove most of what it got wrong. The network's output is
+the starting point, which is what makes this cheaper than an iterative solver from scratch.
 
 Forward model per pattern m: A_m = |FFT(P * O[patch m])| (physics.far_field_amplitude), patch m read from the
-object with the bilinear convention of ptycho.geometry.extract_patches. Loss: mean squared amplitude error, the
-robust choice for iterative ptychography at both high and low dose.
+object with the bilinear convention of ptycho.geometry.extract_patches (ptycho_torch.placement). Loss: squared
+amplitude error, near maximum likelihood for Poisson counts (the square root stabilises their variance).
+
+Each iteration is one preconditioned gradient step, written out rather than left to autograd because its
+structure is known: the gradient splats conj(P) (psi - psi') back onto the canvas, psi' being the exit wave with
+its far-field amplitude replaced by the measured one, and dividing by the summed illumination sum|P|^2 makes the
+step the same size wherever the object is lit, bright centre or dim edge. With step 1 and no momentum this is
+error reduction; Nesterov momentum makes it converge in far fewer iterations. A small fraction of the peak
+illumination added to the divisor keeps barely lit pixels from taking huge, noise-driven steps. After each step an
+optional smoothness prior pulls lit pixels part of the way towards a 1-pixel Gaussian blur: photon noise lives at
+the pixel scale, where the prior costs little real detail.
+
+Compared with Adam on the same loss through autograd (the previous implementation), 50 of these steps reached
+0.927 / 0.972 amplitude / phase SSIM on the 1e6-photon benchmark scan where Adam reached 0.903 / 0.962, at less
+than half the time per step (no autograd graph).
 """
 
 from __future__ import annotations
 
+import math
 import sys
+
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ptycho_torch.physics import far_field_amplitude
+from ptycho.config.config import PyTorchExecutionConfig
+from ptycho_torch.placement import PatchPlacement
 
-__all__ = ["extract_patches_torch", "refine_object", "DEFAULT_REFINE_LR"]
+__all__ = ["refine_object", "DEFAULT_REFINE_SMOOTHING", "DEFAULT_REFINE_STEP", "DEFAULT_REFINE_MOMENTUM",
+           "DEFAULT_ILLUMINATION_FLOOR"]
 
-#: Adam step for the real and imaginary parts of the object (O(1) in model units); 0.1 beat 0.05 and 0.2 at 30
-#: and 50 iterations on the benchmark scans.
-DEFAULT_REFINE_LR = 0.1
+#: Default pull towards the blurred object per iteration, defined by the execution config: on the benchmark scans
+#: 0.1 lifted amplitude SSIM by 0.02-0.03 at both 1e6 and 1e4 photons while the amplitude FRC stayed within 0.002
+#: (0.3 gains more at 1e4 and starts to cost resolution at 1e6).
+DEFAULT_REFINE_SMOOTHING = PyTorchExecutionConfig.refine_smoothing
+#: Width (pixels) of the smoothing prior's Gaussian: one pixel, so it acts on pixel-scale noise only.
+SMOOTHING_SIGMA = 1.0
+#: Step in units of the error-reduction step (1 = replace each lit pixel by the illumination-weighted consensus).
+DEFAULT_REFINE_STEP = 1.0
+#: Nesterov momentum on the object iterates (0.85 beat 0, 0.5 and 0.7 at 20 and 50 iterations; 0.95 overshoots).
+DEFAULT_REFINE_MOMENTUM = 0.85
+#: Fraction of the peak summed illumination added to the divisor.
+DEFAULT_ILLUMINATION_FLOOR = 0.05
+
+#: Patterns per chunk: bounds the FFT temporaries (about 100 MB at N=64) for scans of any length.
+_CHUNK = 512
 
 
-def extract_patches_torch(obj: torch.Tensor, row0: torch.Tensor, col0: torch.Tensor, N: int) -> torch.Tensor:
-    """Differentiable twin of ptycho.geometry.extract_patches: (H, W) object -> (M, N, N) bilinear patches.
+def _complex(pair: torch.Tensor) -> torch.Tensor:
+    """(2, m, N, N) real/imag planes -> (m, N, N) complex."""
+    return torch.complex(pair[0], pair[1])
 
-    ``row0``/``col0`` are the (sub-pixel) top-left corners in canvas pixels (y - N/2 and x - N/2 in canvas
-    coordinates); samples outside the canvas read 0.
-    """
-    H, W = obj.shape
-    padded = torch.nn.functional.pad(torch.view_as_real(obj).permute(2, 0, 1), (1, 1, 1, 1))  # (2, H+2, W+2)
-    r_int, c_int = torch.floor(row0), torch.floor(col0)
-    fr = (row0 - r_int).to(obj.real.dtype)[:, None, None]
-    fc = (col0 - c_int).to(obj.real.dtype)[:, None, None]
-    taps = torch.arange(N + 1, device=obj.device)
-    rows = (r_int.long()[:, None] + taps + 1).clamp(0, H + 1)
-    cols = (c_int.long()[:, None] + taps + 1).clamp(0, W + 1)
-    win = padded[:, rows[:, :, None], cols[:, None, :]]  # (2, M, N+1, N+1)
-    along_rows = (1 - fr) * win[:, :, :-1, :] + fr * win[:, :, 1:, :]
-    out = (1 - fc) * along_rows[..., :-1] + fc * along_rows[..., 1:]
-    return torch.complex(out[0], out[1])
+
+def _planes(z: torch.Tensor) -> torch.Tensor:
+    """(m, N, N) complex -> (2, m, N, N) real/imag planes (a view)."""
+    return torch.view_as_real(z).permute(3, 0, 1, 2)
+
+
+def _blur(planes: torch.Tensor, sigma: float = SMOOTHING_SIGMA) -> torch.Tensor:
+    """Separable Gaussian blur of (2, H, W) real/imag planes, edges replicated (no pull towards zero there)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = F.pad(planes[:, None], (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
+    return x[:, 0]
 
 
 def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.Tensor, xcoords: torch.Tensor,
-                  ycoords: torch.Tensor, probe: torch.Tensor, iterations: int, *, lr: float = DEFAULT_REFINE_LR,
+                  ycoords: torch.Tensor, probe: torch.Tensor, iterations: int, *,
+                  smoothing: float = DEFAULT_REFINE_SMOOTHING, step: float = DEFAULT_REFINE_STEP,
+                  momentum: float = DEFAULT_REFINE_MOMENTUM, illumination_floor: float = DEFAULT_ILLUMINATION_FLOOR,
                   progress: bool = False) -> tuple[torch.Tensor, list[float]]:
-    """Return the refined (H, W) complex object and the loss after each iteration.
+    """Return the refined (H, W) complex object and the mean squared amplitude error at each iteration.
 
-    ``amplitudes`` (M, N, N) are the scan's normalised measured amplitudes in the model's units, ``xcoords``/
-    ``ycoords`` (M,) the pattern centres in objectGuess pixels and ``origin`` the canvas's (row, col) there. Pixels
-    no probe reaches get no gradient and keep their value, so only measured parts of the object change.
+    ``amplitudes`` (M, N, N) are the scan's normalised measured amplitudes in the model's units (DC centred, as
+    physics.far_field_amplitude), ``xcoords``/``ycoords`` (M,) the pattern centres in objectGuess pixels and
+    ``origin`` the canvas's (row, col) there. ``smoothing`` (0..1) pulls each lit pixel that fraction of the way
+    towards its Gaussian blur after every step. Pixels no probe reaches get no update and keep their value.
     """
     if iterations < 0:
         raise ValueError(f"refine iterations must be >= 0, got {iterations}")
+    if not (0 <= smoothing <= 1 and step > 0 and 0 <= momentum < 1 and illumination_floor >= 0):
+        raise ValueError(f"refine needs 0 <= smoothing <= 1, step > 0, 0 <= momentum < 1 and illumination_floor >= 0;"
+                         f" got smoothing={smoothing}, step={step}, momentum={momentum}, "
+                         f"illumination_floor={illumination_floor}")
     N = amplitudes.shape[-1]
     device = obj.device
-    row0 = (ycoords.to(device, torch.float64) - N / 2 - origin[0]).float()
-    col0 = (xcoords.to(device, torch.float64) - N / 2 - origin[1]).float()
-    amplitudes = amplitudes.to(device, torch.float32)
+    height, width = obj.shape
+    placement = PatchPlacement(ycoords.to(device, torch.float64) - N / 2 - origin[0],
+                               xcoords.to(device, torch.float64) - N / 2 - origin[1], N, height, width)
     probe = probe.detach().to(device, torch.complex64)
-    start = obj.detach().to(torch.complex64)
-    variable = torch.view_as_real(start.clone()).requires_grad_(True)
-    optimiser = torch.optim.Adam([variable], lr=lr)
+    # Measured amplitudes in the FFT's own layout, so no shift is needed inside the loop.
+    measured = torch.fft.ifftshift(amplitudes.to(device, torch.float32), dim=(-2, -1))
+    total = len(placement)
+    chunks = [slice(lo, min(lo + _CHUNK, total)) for lo in range(0, total, _CHUNK)]
+
+    illumination = placement.empty_canvas(1, device)
+    intensity = (probe.abs() ** 2)[None, None]  # (1, 1, N, N)
+    for sl in chunks:
+        placement.splat_add(illumination, intensity.expand(1, sl.stop - sl.start, N, N), sl)
+    lit = placement.interior(illumination)[0] > 0
+    # The border ring of ``scale`` is 0, so the ring of the iterates stays 0 and off-canvas reads see zeros.
+    inside = placement.empty_canvas(1, device)
+    placement.interior(inside).fill_(1.0)
+    scale = step * inside / (illumination + illumination_floor * illumination.max())
+    pull = smoothing * lit.to(torch.float32)
+
+    current = placement.empty_canvas(2, device)
+    placement.interior(current).copy_(torch.view_as_real(obj.detach().to(torch.complex64)).permute(2, 0, 1))
+    previous = current.clone()
     history: list[float] = []
+    count = measured.numel()
     for _ in tqdm(range(iterations), desc="refining", unit="it", disable=not progress, file=sys.stderr):
-        with torch.enable_grad():  # callers such as reconstruct_scan run under no_grad
-            current = torch.view_as_complex(variable)
-            predicted = far_field_amplitude(extract_patches_torch(current, row0, col0, N) * probe)
-            loss = (predicted - amplitudes).pow(2).mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-        optimiser.step()
-        history.append(float(loss.detach()))
-    return torch.view_as_complex(variable.detach()).clone(), history
+        lookahead = current + momentum * (current - previous)
+        gradient = torch.zeros_like(current)
+        loss = torch.zeros((), device=device)
+        for sl in chunks:
+            spectrum = torch.fft.fft2(_complex(placement.extract(lookahead, sl)) * probe, norm="ortho")
+            magnitude = spectrum.abs()
+            residual = magnitude - measured[sl]
+            loss += residual.pow(2).sum()
+            # psi - psi' = IFFT(Psi * (1 - A/|Psi|)); zero where |Psi| is zero (no phase to keep there).
+            ratio = torch.where(magnitude > 0, residual / magnitude.clamp_min(1e-12), torch.zeros_like(magnitude))
+            exit_error = torch.fft.ifft2(spectrum * ratio, norm="ortho") * probe.conj()
+            placement.splat_add(gradient, _planes(exit_error), sl)
+        previous = current
+        current = lookahead - scale * gradient
+        if smoothing > 0:
+            image = placement.interior(current)
+            image.sub_(pull * (image - _blur(image)))
+        history.append(float(loss) / count)
+    result = placement.interior(current)
+    return torch.complex(result[0], result[1]).contiguous(), history

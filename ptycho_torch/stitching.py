@@ -1,7 +1,7 @@
 """Stitch reconstructed patches back into one object image.
 
 Each patch is translated to its scan position and accumulated as Σ T(O·W) / (Σ T(W) + ε), where T is the exact
-adjoint of ``ptycho.geometry.extract_patches``: patch m covers rows [y_m - N/2, y_m + N/2) and columns
+adjoint of ``ptycho.geometry.extract_patches`` (``ptycho_torch.placement``): patch m covers rows [y_m - N/2, y_m + N/2) and columns
 [x_m - N/2, x_m + N/2) of the object (x = column, y = row), and a sub-pixel position splats every patch pixel into
 4 canvas pixels with the same bilinear weights that extraction reads them with. Extracting from an object and
 stitching the patches back therefore reproduces the object wherever the windows cover it.
@@ -17,6 +17,7 @@ import torch
 
 from ptycho.errors import PtychoInputError
 from ptycho.stitching import canvas_from_bounds
+from ptycho_torch.placement import PatchPlacement
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -72,62 +73,29 @@ def stitch_patches(
     weights = _window(window, middle_trim, probe, n_patches, n, device)
     height, width, origin = _canvas(x, y, n, canvas_shape, pad_eval)
 
-    # Float64 for the integer/fraction split keeps positions exact for objects of any practical size.
-    row0 = y - n / 2 - origin[0]
-    col0 = x - n / 2 - origin[1]
-    r_int, c_int = torch.floor(row0), torch.floor(col0)
-    fr = (row0 - r_int).to(torch.float32)
-    fc = (col0 - c_int).to(torch.float32)
-    r_int, c_int = r_int.to(torch.int64), c_int.to(torch.int64)
-
-    # The canvas carries a one-pixel border and every tap index is clamped into it: off-canvas samples pile up in
-    # the border, which is dropped at the end. That clips without boolean masks or data-dependent shapes (no device
-    # sync per chunk). Channels are (Re O·W, Im O·W, W), so one scatter per chunk accumulates numerator and weight;
-    # channels-first keeps the dense bilinear split vectorised along contiguous rows.
-    padded_w = width + 2
-    acc = torch.zeros(3, (height + 2) * padded_w, dtype=torch.float32, device=device)
-    taps = torch.arange(n + 1, device=device)
+    placement = PatchPlacement(y - n / 2 - origin[0], x - n / 2 - origin[1], n, height, width)
+    # Channels are (Re O·W, Im O·W, W), so one splat per chunk accumulates numerator and weight; off-canvas parts
+    # land in the placement's border ring, dropped by interior().
+    acc = placement.empty_canvas(3, device)
     for start in range(0, n_patches, chunk_size):
         sl = slice(start, start + chunk_size)
         patch = patches[sl].detach()  # stitching is inference-only; out= kernels refuse tensors that track grads
-        w = weights[sl, None] if weights.ndim == 3 else weights
-        chan = torch.empty(patch.shape[0], 3, n, n, dtype=torch.float32, device=device)
+        w = weights[sl] if weights.ndim == 3 else weights
+        chan = torch.empty(3, patch.shape[0], n, n, dtype=torch.float32, device=device)
         if patch.is_complex():
-            torch.mul(torch.view_as_real(patch.to(torch.complex64)).permute(0, 3, 1, 2), w, out=chan[:, :2])
+            torch.mul(torch.view_as_real(patch.to(torch.complex64)).permute(3, 0, 1, 2), w, out=chan[:2])
         else:
-            torch.mul(patch.to(torch.float32)[:, None], w, out=chan[:, :1])
-            chan[:, 1] = 0
-        chan[:, 2:] = w
-        rows = ((r_int[sl, None] + taps).clamp_(-1, height) + 1) * padded_w
-        cols = (c_int[sl, None] + taps).clamp_(-1, width) + 1
-        idx = (rows[:, :, None] + cols[:, None, :]).reshape(-1)
-        spread = _splat(chan, fr[sl, None, None, None], fc[sl, None, None, None])
-        acc.index_add_(1, idx, spread.transpose(0, 1).reshape(3, -1))
+            torch.mul(patch.to(torch.float32), w, out=chan[0])
+            chan[1] = 0
+        chan[2] = w
+        placement.splat_add(acc, chan, sl)
 
-    acc = acc.reshape(3, height + 2, padded_w)[:, 1:-1, 1:-1]
+    acc = placement.interior(acc)
     weight = acc[2].contiguous()
     covered = weight > eps
     obj = torch.complex(acc[0], acc[1]) / (weight + eps)
     obj = torch.where(covered, obj, torch.zeros_like(obj))
     return StitchResult(object=obj, weight=weight, covered=covered, origin=origin)
-
-
-def _splat(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spread (B, C, N, N) values onto a local (B, C, N+1, N+1) grid with bilinear weights (row fraction a, column b).
-
-    This is the transpose of extract_patches' interpolation. Splitting densely first means one integer-offset
-    scatter per patch instead of four; the in-place out=/addcmul_ forms avoid temporaries, which dominate the cost.
-    """
-    bsz, ch, n, _ = t.shape
-    rows = t.new_empty(bsz, ch, n + 1, n)
-    torch.mul(t, 1 - a, out=rows[:, :, :-1])
-    rows[:, :, -1] = 0
-    rows[:, :, 1:].addcmul_(t, a)
-    out = t.new_empty(bsz, ch, n + 1, n + 1)
-    torch.mul(rows, 1 - b, out=out[..., :-1])
-    out[..., -1] = 0
-    out[..., 1:].addcmul_(rows, b)
-    return out
 
 
 def _window(

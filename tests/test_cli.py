@@ -110,12 +110,12 @@ def test_bad_flag_is_a_usage_error(capsys):
     assert "--no_such_flag" in line
 
 
-def test_refinement_with_the_tensorflow_backend_is_a_usage_error(capsys):
+@pytest.mark.parametrize("flag, value", [("--refine_iterations", "5"), ("--refine_smoothing", "0.3")])
+def test_refinement_with_the_tensorflow_backend_is_a_usage_error(capsys, flag, value):
     with pytest.raises(SystemExit) as info:
-        run_inference_cli(["--model_path", "m", "--test_data_file", "t.npz", "--backend", "tensorflow",
-                           "--refine_iterations", "5"])
+        run_inference_cli(["--model_path", "m", "--test_data_file", "t.npz", "--backend", "tensorflow", flag, value])
     assert info.value.code == 2
-    assert "--refine_iterations" in _one_error_line(capsys.readouterr().err, "ptycho-infer")
+    assert flag in _one_error_line(capsys.readouterr().err, "ptycho-infer")
 
 
 def test_bad_flag_value_is_a_usage_error(capsys):

@@ -105,6 +105,8 @@ def test_n_images_is_a_deprecated_alias_of_n_groups():
         ({"precision": "fp8"}, "PyTorchExecutionConfig.precision must be one of"),
         ({"persistent_workers": True}, "need num_workers > 0"),
         ({"logger_backend": "wandb"}, "PyTorchExecutionConfig.logger_backend must be one of"),
+        ({"refine_smoothing": 1.5}, "PyTorchExecutionConfig.refine_smoothing must be between 0 and 1, got 1.5"),
+        ({"refine_smoothing": "lots"}, "PyTorchExecutionConfig.refine_smoothing must be a number"),
     ],
 )
 def test_execution_config_rejects_bad_values(kwargs, message):

@@ -8,7 +8,7 @@ import pytest
 from ptycho.data_contract import ScanData, validate_scan
 from ptycho.errors import PtychoInputError
 from ptycho.geometry import extract_patches
-from ptycho.grouping import group_scan
+from ptycho.grouping import cover_scan, group_scan
 
 N = 64
 
@@ -55,6 +55,28 @@ def test_members_are_distinct_near_neighbours(scan):
         d = np.hypot(*(xy - xy[row[0]]).T)
         kth = np.sort(d)[k - 1]
         assert np.all(d[row] <= kth + 1e-9)  # every member is among the seed's K nearest
+
+
+@pytest.mark.parametrize("gridsize, k", [(2, 4), (2, 7), (3, 12)])
+def test_cover_scan_puts_every_position_in_a_group_of_near_neighbours(scan, gridsize, k):
+    g = cover_scan(scan, gridsize=gridsize, neighbor_count=k)
+    c = gridsize**2
+    assert g.indices.shape[1] == c and set(g.indices.ravel().tolist()) == set(range(scan.n_positions))
+    # on a raster far fewer groups than one per position (the point of covering), but never fewer than M / C
+    assert scan.n_positions / c <= len(g) <= 0.5 * scan.n_positions
+    xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
+    for row in g.indices:
+        assert len(set(row.tolist())) == c
+        d = np.hypot(*(xy - xy[row[0]]).T)
+        assert np.all(d[row] <= np.sort(d)[k - 1] + 1e-9)  # members among the seed's K nearest
+    np.testing.assert_allclose(g.coords_relative.sum(axis=1), 0, atol=1e-9)
+    np.testing.assert_array_equal(g.diffraction, scan.diffraction[g.indices])
+    np.testing.assert_array_equal(cover_scan(scan, gridsize=gridsize, neighbor_count=k).indices, g.indices)
+
+
+def test_cover_scan_with_gridsize_one_is_every_position_once(scan):
+    g = cover_scan(scan, gridsize=1)
+    np.testing.assert_array_equal(g.indices[:, 0], np.arange(scan.n_positions))
 
 
 def test_relative_offsets_sum_to_zero(scan):

@@ -6,22 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ptycho.geometry import extract_patches
 from ptycho.metrics import evaluate_on_scan_grid
 from ptycho.simulate import simulate_scan
 from ptycho_torch.physics import amplitude_normalisation, normalize_probe
-from ptycho_torch.refine import extract_patches_torch, refine_object
+from ptycho_torch.refine import refine_object
 
 torch.set_num_threads(1)
-
-
-def test_extract_patches_torch_matches_the_numpy_convention_at_subpixel_positions():
-    rng = np.random.default_rng(0)
-    obj = (rng.standard_normal((40, 50)) + 1j * rng.standard_normal((40, 50))).astype(np.complex64)
-    x, y = rng.uniform(-3, 53, 9), rng.uniform(-3, 43, 9)  # some patches hang over the edge
-    expected = extract_patches(obj, x, y, 16)
-    got = extract_patches_torch(torch.from_numpy(obj), torch.from_numpy(y - 8), torch.from_numpy(x - 8), 16)
-    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +51,22 @@ def test_refinement_leaves_unilluminated_pixels_and_zero_iterations_alone(scan_a
     with pytest.raises(ValueError, match="refine iterations"):
         refine_object(start, (0, 0), amplitudes, torch.from_numpy(scan.xcoords), torch.from_numpy(scan.ycoords),
                       probe, -1)
+
+
+def test_smoothing_prior_beats_the_data_alone_at_low_dose():
+    """At 1e4 photons per pattern the data alone fit photon noise; the default pull towards the blur scores
+    closer to the truth (measured: amplitude SSIM 0.793 -> 0.815, phase 0.827 -> 0.838)."""
+    scan = simulate_scan(N=64, object_size=128, n_positions=36, nphotons=1e4, seed=6)
+    probe = normalize_probe(torch.from_numpy(np.asarray(scan.probe, np.complex64)), 4.0)
+    raw = torch.from_numpy(np.asarray(scan.diffraction, np.float32))
+    amplitudes = raw * amplitude_normalisation(raw, probe)
+    flat = torch.full(scan.object_guess.shape, 0.6 + 0j, dtype=torch.complex64)
+    args = ((0, 0), amplitudes, torch.from_numpy(scan.xcoords), torch.from_numpy(scan.ycoords), probe, 30)
+    scores = {}
+    for smoothing in (0.0, 0.1):
+        refined, _ = refine_object(flat, *args, smoothing=smoothing)
+        scores[smoothing] = evaluate_on_scan_grid(refined.numpy(), (0, 0), scan)
+    assert scores[0.1]["amplitude"]["ssim"] > scores[0.0]["amplitude"]["ssim"] + 0.01
+    assert scores[0.1]["phase"]["ssim"] > scores[0.0]["phase"]["ssim"] + 0.005
+    with pytest.raises(ValueError, match="smoothing"):
+        refine_object(flat, *args, smoothing=1.5)

@@ -421,3 +421,16 @@ def test_refine_iterations_polish_the_stitched_object(small_model_and_scan):
     assert after["phase"]["psnr"] > before["phase"]["psnr"] + 1
     assert after["amplitude"]["psnr"] > before["amplitude"]["psnr"] + 1
     assert refined.object.shape == plain.object.shape and np.isfinite(refined.object).all()
+
+
+def test_refinement_runs_the_network_on_a_covering_grouping(small_model_and_scan):
+    """With gridsize 2 and refinement on, each position is predicted about once instead of about C times."""
+    _, scan = small_model_and_scan
+    probe = normalize_probe(torch.from_numpy(scan.probe), 4.0)
+    model = PtychoPINN(ModelConfig(N=64, gridsize=2, n_filters_scale=1), probe, 100.0).eval()
+    base = dict(accelerator="cpu", enable_progress_bar=False)
+    plain = reconstruct_scan(model, scan, PyTorchExecutionConfig(**base))
+    refined = reconstruct_scan(model, scan, PyTorchExecutionConfig(refine_iterations=2, **base))
+    assert plain.n_groups == scan.n_positions
+    assert scan.n_positions / 4 <= refined.n_groups <= scan.n_positions / 2
+    assert refined.covered.sum() >= plain.covered.sum() * 0.95  # still covers the scan

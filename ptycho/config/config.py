@@ -72,6 +72,12 @@ def _number_at_least(low: float, optional: bool = False, strict: bool = False) -
     return check
 
 
+def _fraction(v: Any) -> Optional[str]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return f"must be a number, got {v!r}"
+    return None if 0 <= v <= 1 else f"must be between 0 and 1, got {v}"
+
+
 def _patch_size(v: Any) -> Optional[str]:
     if v == 0 and isinstance(v, int) and not isinstance(v, bool):
         return None  # not yet known (Ptychodus assigns it after reading the data)
@@ -308,6 +314,8 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     full rather than only the box of scan centres. ``inference_batch_size=None`` picks a batch size automatically.
     ``refine_iterations`` > 0 polishes the stitched object with that many gradient steps against the scan's own
     diffraction data (ptycho_torch/refine.py): slower than the single network pass, much closer to the truth.
+    ``refine_smoothing`` (0..1) is how far each refinement step pulls the object towards its 1-pixel Gaussian blur,
+    a prior against photon noise: 0 trusts the data alone, raise it at low dose.
     ``max_minutes`` stops training after that wall time (a CPU/GPU budget); ``seed`` seeds everything.
     ``checkpoint_every_n_steps`` / ``checkpoint_every_minutes`` also refresh ``checkpoints/last.ckpt`` mid-epoch,
     bounding the work a preempted or failed run loses (None: at epoch ends only).
@@ -340,6 +348,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     middle_trim: int = 32
     pad_eval: bool = True
     refine_iterations: int = 0
+    refine_smoothing: float = 0.1
     seed: int = 42
     max_minutes: Optional[float] = None
 
@@ -371,6 +380,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
         "middle_trim": _int_at_least(0),
         "pad_eval": _is_bool,
         "refine_iterations": _int_at_least(0),
+        "refine_smoothing": _fraction,
         "seed": _int_at_least(0),
         "max_minutes": _number_at_least(0, optional=True, strict=True),
     }
