@@ -45,10 +45,12 @@ def group_scan(
     n_subsample: int | None = None,
     subsample_seed: int | None = None,
     sequential_sampling: bool = False,
+    truth: bool = True,
 ) -> GroupedData:
     """Pick ``n_groups`` seed positions and group each with C-1 of its K nearest neighbours.
 
     ``subsample_seed=None`` draws fresh randomness; pass a seed for identical groups across runs and ranks.
+    ``truth=False`` skips cutting ground-truth patches from objectGuess (inference has no use for them).
     """
     m = scan.n_positions
     c = validate_grouping(scan, n_groups, gridsize, neighbor_count, n_subsample)
@@ -68,10 +70,10 @@ def group_scan(
         members = seed_pos[:, None]
     else:
         members = _choose_neighbours(xy[pool], seed_pos, c, min(neighbor_count, pool_size), rng)
-    return _grouped(scan, pool[members].astype(np.int64), gridsize)
+    return _grouped(scan, pool[members].astype(np.int64), gridsize, truth)
 
 
-def cover_scan(scan: ScanData, *, gridsize: int = 1, neighbor_count: int = 4) -> GroupedData:
+def cover_scan(scan: ScanData, *, gridsize: int = 1, neighbor_count: int = 4, truth: bool = True) -> GroupedData:
     """The fewest-seeds grouping for inference: every position lands in at least one group.
 
     Walking the positions in order, each one not yet in a group seeds a group with its C-1 nearest neighbours
@@ -82,7 +84,7 @@ def cover_scan(scan: ScanData, *, gridsize: int = 1, neighbor_count: int = 4) ->
     m = scan.n_positions
     c = validate_grouping(scan, 1, gridsize, neighbor_count, None)
     if c == 1:
-        return _grouped(scan, np.arange(m, dtype=np.int64)[:, None], gridsize)
+        return _grouped(scan, np.arange(m, dtype=np.int64)[:, None], gridsize, truth)
     xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
     k = min(neighbor_count, m)
     _, nearest = cKDTree(xy).query(xy, k=k)
@@ -98,10 +100,10 @@ def cover_scan(scan: ScanData, *, gridsize: int = 1, neighbor_count: int = 4) ->
         members = [seed] + ranked[: c - 1]
         grouped[members] = True
         groups.append(members)
-    return _grouped(scan, np.asarray(groups, dtype=np.int64), gridsize)
+    return _grouped(scan, np.asarray(groups, dtype=np.int64), gridsize, truth)
 
 
-def _grouped(scan: ScanData, indices: np.ndarray, gridsize: int) -> GroupedData:
+def _grouped(scan: ScanData, indices: np.ndarray, gridsize: int, truth: bool) -> GroupedData:
     """GroupedData for (B, C) scan indices: coordinates relative to each group's centroid, amplitudes, truth."""
     xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
     coords_global = xy[indices]
@@ -113,7 +115,7 @@ def _grouped(scan: ScanData, indices: np.ndarray, gridsize: int) -> GroupedData:
         coords_offsets=coords_offsets,
         coords_global=coords_global,
         indices=indices,
-        Y=_ground_truth_patches(scan, indices),
+        Y=_ground_truth_patches(scan, indices) if truth else None,
         gridsize=gridsize,
     )
 

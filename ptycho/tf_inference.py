@@ -37,7 +37,7 @@ def reconstruct_scan_tf(model: Any, scan: ScanData, execution: Optional[PyTorchE
     C = cfg.gridsize**2
     if scan.N != cfg.N:
         raise ValueError(f"{scan.source}: patterns are {scan.N}x{scan.N} but the model was trained for N={cfg.N}")
-    grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=cfg.gridsize,
+    grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=cfg.gridsize, truth=False,
                          neighbor_count=max(neighbor_count, C), subsample_seed=0, sequential_sampling=True)
     probe = model.probe.numpy()
     arrays = to_arrays(grouped, probe, nphotons=1.0)

@@ -30,7 +30,7 @@ class GroupedTensors:
     positions: torch.Tensor  # (B, C, 2) float64, member positions in object pixels (x, y)
     Y: Optional[torch.Tensor]  # (B, C, N, N) complex64 ground-truth patches, or None
     alpha: float
-    intensity_scale: float
+    intensity_scale: Optional[float]  # None when built for inference (to_tensors with nphotons=None)
 
     def __len__(self) -> int:
         return int(self.diffraction.shape[0])
@@ -42,10 +42,17 @@ class GroupedTensors:
         return TensorDataset(*tensors)
 
 
-def to_tensors(grouped: GroupedData, probe: torch.Tensor, nphotons: float) -> GroupedTensors:
-    """Normalise a grouped scan against the (normalised) probe and compute its intensity scale."""
+def to_tensors(grouped: GroupedData, probe: torch.Tensor, nphotons: Optional[float],
+               alpha: Optional[float] = None) -> GroupedTensors:
+    """Normalise a grouped scan against the (normalised) probe and, given ``nphotons``, compute its intensity scale.
+
+    ``alpha`` (the amplitude normalisation) defaults to the grouped patterns' own; inference passes the whole
+    scan's so that it does not depend on how the positions were grouped. ``nphotons=None`` (inference, where the
+    trained scale is used) skips the intensity scale, a pass over every pattern in float64.
+    """
     diffraction = torch.from_numpy(np.ascontiguousarray(grouped.diffraction, dtype=np.float32))
-    alpha = amplitude_normalisation(diffraction, probe)
+    if alpha is None:
+        alpha = amplitude_normalisation(diffraction, probe)
     diffraction = diffraction * alpha
     return GroupedTensors(
         diffraction=diffraction,
@@ -53,7 +60,7 @@ def to_tensors(grouped: GroupedData, probe: torch.Tensor, nphotons: float) -> Gr
         positions=torch.from_numpy(grouped.coords_global.astype(np.float64)),
         Y=None if grouped.Y is None else torch.from_numpy(grouped.Y.astype(np.complex64)),
         alpha=alpha,
-        intensity_scale=intensity_scale(diffraction, nphotons),
+        intensity_scale=None if nphotons is None else intensity_scale(diffraction, nphotons),
     )
 
 

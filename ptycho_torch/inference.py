@@ -28,6 +28,7 @@ from ptycho_torch.bundle import load_torch_bundle
 from ptycho_torch.config_factory import InferencePayload
 from ptycho_torch.data import to_tensors
 from ptycho_torch.model import PtychoPINN
+from ptycho_torch.physics import amplitude_normalisation
 from ptycho_torch.refine import refine_object
 from ptycho_torch.stitching import stitch_patches
 
@@ -74,11 +75,14 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     K = max(neighbor_count, C)
     if execution.refine_iterations > 0 and n_groups is None:
         # Refinement reconciles overlapping patches itself, so the network need only see each position once.
-        grouped = cover_scan(scan, gridsize=model.config.gridsize, neighbor_count=K)
+        grouped = cover_scan(scan, gridsize=model.config.gridsize, neighbor_count=K, truth=False)
     else:
         grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=model.config.gridsize,
-                             neighbor_count=K, subsample_seed=0, sequential_sampling=True)
-    tensors = to_tensors(grouped, model.probe.detach().cpu(), nphotons=1.0)
+                             neighbor_count=K, subsample_seed=0, sequential_sampling=True, truth=False)
+    probe = model.probe.detach().cpu()
+    measured = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32))
+    alpha = amplitude_normalisation(measured, probe)  # the whole scan's, whatever the grouping
+    tensors = to_tensors(grouped, probe, nphotons=None, alpha=alpha)
     batch = execution.inference_batch_size or auto_batch_size(model.config.N, C, device)
     show = execution.enable_progress_bar if progress is None else progress
     outputs = []
@@ -101,7 +105,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         # 0, which the patterns there would contradict. Every pattern is normalised as the network's input was.
         start_value = obj[stitched.covered].mean()
         obj = torch.where(stitched.covered, obj, start_value)
-        amplitudes = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32)) * tensors.alpha
+        amplitudes = measured * alpha
         obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
                                torch.from_numpy(scan.ycoords), model.probe.detach(), execution.refine_iterations,
                                smoothing=execution.refine_smoothing, progress=show)

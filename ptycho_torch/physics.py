@@ -95,17 +95,20 @@ def poisson_nll(predicted: torch.Tensor, observed: torch.Tensor, predicted_scale
 
 
 def _translate(images: torch.Tensor, shifts_xy: torch.Tensor) -> torch.Tensor:
-    """Shift real images (B, K, H, W) by (dx, dy) pixels each (B, K, 2) with bilinear interpolation, zeros outside."""
+    """Shift real images (B, K, H, W) by (dx, dy) pixels each (B, K, 2) with bilinear interpolation, zeros outside.
+
+    The sampling grid is built as a pure translation of the pixel centres (align_corners=False convention) rather
+    than through F.affine_grid, whose general matrix product took a third of the inference time on CPU.
+    """
     B, K, H, W = images.shape
     flat = images.reshape(B * K, 1, H, W)
-    shifts = shifts_xy.reshape(B * K, 2).to(images.dtype)
-    theta = torch.zeros(B * K, 2, 3, dtype=images.dtype, device=images.device)
-    theta[:, 0, 0] = 1
-    theta[:, 1, 1] = 1
+    shifts = shifts_xy.reshape(B * K, 1, 1, 2).to(images.dtype)
+    xs = (2 * torch.arange(W, dtype=images.dtype, device=images.device) + 1) / W - 1
+    ys = (2 * torch.arange(H, dtype=images.dtype, device=images.device) + 1) / H - 1
+    base = torch.stack(torch.broadcast_tensors(xs[None, :], ys[:, None]), dim=-1)  # (H, W, 2) as (x, y)
     # grid_sample samples the input at the output location + offset, so a shift by +d samples at -d.
-    theta[:, 0, 2] = -2 * shifts[:, 0] / W
-    theta[:, 1, 2] = -2 * shifts[:, 1] / H
-    grid = F.affine_grid(theta, (B * K, 1, H, W), align_corners=False)
+    scale = torch.tensor([2.0 / W, 2.0 / H], dtype=images.dtype, device=images.device)
+    grid = base - shifts * scale
     out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.reshape(B, K, H, W)
 
