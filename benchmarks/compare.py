@@ -56,14 +56,15 @@ def ptychi_rows(doses: list[float], threads: int, extra: list[str]) -> list[dict
 
 
 def ptychopinn_rows(doses: list[float], minutes: float, epochs: int, batch_size: int, workdir: Path,
-                    refine_iterations: int):
+                    refine_iterations: list[int], refine_smoothing: float | None):
     """quality.run_dose per dose (single pass and refined rows); also the model trained at the first dose."""
     import quality
 
     rows, first_model = [], None
     for dose in doses:
         print(f"compare: PtychoPINN at {dose:.0e} photons, {minutes:g} min training", file=sys.stderr, flush=True)
-        dose_rows, model = quality.run_dose(dose, minutes, workdir, epochs, batch_size, refine_iterations)
+        dose_rows, model = quality.run_dose(dose, minutes, workdir, epochs, batch_size, refine_iterations,
+                                            refine_smoothing=refine_smoothing)
         for r in dose_rows:
             r["patterns_s"] = r["infer_patterns_s"]
         rows += dose_rows
@@ -95,6 +96,8 @@ def format_row(r: dict, ptychi_seconds: dict) -> str:
     speed = f"{ref / r['seconds_per_scan']:.1f}x" if ref else "-"
     if r["method"].startswith("PtychoPINN"):
         notes = f"train {r['train_minutes']:.1f} min, {r['epochs']} epochs"
+        if "refine" in r["method"]:
+            notes += f", smoothing {r['refine_smoothing']:g}"
     else:
         notes = f"{r['epochs']} epochs, {r.get('noise_model', '')}"
     return " | ".join([
@@ -160,8 +163,10 @@ def main() -> None:
     parser.add_argument("--skip-ptychopinn", action="store_true", help="pty-chi rows only")
     parser.add_argument("--epochs", type=int, default=1000, help="PtychoPINN epoch cap (the budget usually stops first)")
     parser.add_argument("--batch_size", type=int, default=16, help="PtychoPINN training batch size")
-    parser.add_argument("--refine_iterations", type=int, default=50,
-                        help="PtychoPINN physics refinement steps for the refined rows (0: single pass only)")
+    parser.add_argument("--refine_iterations", type=int, nargs="+", default=[20, 50],
+                        help="PtychoPINN physics refinement steps, one refined row per value")
+    parser.add_argument("--refine_smoothing", type=float,
+                        help="PtychoPINN refinement smoothness prior (default: the execution config's)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both methods (default 1: the same for both, the machine is shared)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
@@ -184,7 +189,7 @@ def main() -> None:
     if not args.skip_ptychopinn:
         with tempfile.TemporaryDirectory() as tmp:
             pinn, model = ptychopinn_rows(args.doses, args.minutes, args.epochs, args.batch_size, Path(tmp),
-                                          args.refine_iterations)
+                                          args.refine_iterations, args.refine_smoothing)
         rows = pinn + rows
         if args.plots and model is not None:
             sweep = throughput_sweep(model, args.doses[0], args.batch_sizes)

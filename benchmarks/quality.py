@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Optional, Sequence
 
 import torch
 
@@ -71,10 +72,12 @@ def _scores(recon, scan, seconds: float) -> dict:
 
 
 def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_size: int,
-             refine_iterations: int = 50, n_filters_scale: int = 1) -> tuple[list[dict], torch.nn.Module]:
+             refine_iterations: Sequence[int] = (20, 50), n_filters_scale: int = 1,
+             refine_smoothing: Optional[float] = None) -> tuple[list[dict], torch.nn.Module]:
     """Train at one dose, reconstruct the held-out scan in a single pass and with physics refinement.
 
-    Returns one row per inference mode (method 'PtychoPINN' and 'PtychoPINN+refine<K>') and the trained model.
+    Returns one row per inference mode (method 'PtychoPINN' and 'PtychoPINN+refine<K>' for each K > 0 in
+    ``refine_iterations``, with ``refine_smoothing`` or the execution default) and the trained model.
     Inference time is end to end: NPZ read, grouping, network, stitching (and refinement), as ptycho-infer does it.
     """
     train_file, test_file = workdir / f"train_{nphotons:g}.npz", workdir / f"test_{nphotons:g}.npz"
@@ -116,8 +119,10 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
                                auto_batch_size(cfg.model.N, cfg.model.gridsize ** 2, torch.device("cpu")), bf16=False)
     common["raw_patterns_s"] = raw
     rows = []
-    modes = [("PtychoPINN", 0)] + ([(f"PtychoPINN+refine{refine_iterations}", refine_iterations)]
-                                   if refine_iterations > 0 else [])
+    if refine_smoothing is not None:
+        execution = dataclasses.replace(execution, refine_smoothing=refine_smoothing)
+    common["refine_smoothing"] = execution.refine_smoothing
+    modes = [("PtychoPINN", 0)] + [(f"PtychoPINN+refine{k}", k) for k in refine_iterations if k > 0]
     for method, iterations in modes:
         mode = dataclasses.replace(execution, refine_iterations=iterations)
         start = time.perf_counter()
@@ -133,8 +138,9 @@ def main() -> None:
     parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4])
     parser.add_argument("--epochs", type=int, default=1000, help="upper bound; the time budget usually stops first")
     parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--refine_iterations", type=int, default=50,
-                        help="also report inference with this many physics refinement steps (0: single pass only)")
+    parser.add_argument("--refine_iterations", type=int, nargs="+", default=[20, 50],
+                        help="also report inference with each of these numbers of physics refinement steps")
+    parser.add_argument("--refine_smoothing", type=float, help="refinement smoothness prior (default: the config's)")
     parser.add_argument("--n_filters_scale", type=int, default=1, help="network width (1: fastest per step)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -145,7 +151,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for dose in args.doses:
             rows += run_dose(dose, args.minutes, Path(tmp), args.epochs, args.batch_size, args.refine_iterations,
-                             args.n_filters_scale)[0]
+                             args.n_filters_scale, args.refine_smoothing)[0]
     header = ("method", "photons", "epochs", "train min", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR",
               "amp FRC½", "phase FRC½", "train sm/s", "plain sm/s", "ratio", "infer pat/s", "raw pat/s", "e2e/raw")
     print(" | ".join(header))
