@@ -15,12 +15,16 @@ import torch
 
 __all__ = ["PatchPlacement"]
 
+#: Flat indices kept per placement (int64): 2^24 is 128 MB, the indices of about 4000 patterns of 64x64.
+_INDEX_CACHE_ELEMENTS = 1 << 24
+
 
 class PatchPlacement:
     """M patches of side ``n`` at sub-pixel top-left corners on an ``height`` x ``width`` canvas.
 
     Corners are split into integer and fractional parts in float64, exact for objects of any practical size.
-    Flat indices are built per chunk of patches (cheap adds), so memory stays bounded for scans of any length.
+    Flat indices are built per chunk of patches (cheap adds) and, up to ``_INDEX_CACHE_ELEMENTS`` in all, kept
+    for the next call with the same chunk: refinement extracts and splats the same chunks every iteration.
     """
 
     def __init__(self, row0: torch.Tensor, col0: torch.Tensor, n: int, height: int, width: int) -> None:
@@ -32,6 +36,8 @@ class PatchPlacement:
         self.col_fraction = (col0 - c_int).to(torch.float32)[:, None, None]
         self.r_int, self.c_int = r_int.to(torch.int64), c_int.to(torch.int64)
         self.taps = torch.arange(n + 1, device=row0.device)
+        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache_room = _INDEX_CACHE_ELEMENTS
 
     def __len__(self) -> int:
         return int(self.r_int.shape[0])
@@ -51,9 +57,16 @@ class PatchPlacement:
 
     def _index(self, sl: slice) -> torch.Tensor:
         """Flat bordered-canvas index of each patch's (N+1) x (N+1) tap window, clamped into the ring."""
+        key = (sl.start, sl.stop, sl.step)
+        if key in self._cache:
+            return self._cache[key]
         rows = ((self.r_int[sl, None] + self.taps).clamp_(-1, self.height) + 1) * (self.width + 2)
         cols = (self.c_int[sl, None] + self.taps).clamp_(-1, self.width) + 1
-        return (rows[:, :, None] + cols[:, None, :]).reshape(-1)
+        index = (rows[:, :, None] + cols[:, None, :]).reshape(-1)
+        if index.numel() <= self._cache_room:
+            self._cache[key] = index
+            self._cache_room -= index.numel()
+        return index
 
     def extract(self, canvas: torch.Tensor, sl: slice = slice(None)) -> torch.Tensor:
         """Patches ``sl`` read from a bordered canvas (C, (H+2)(W+2)) with zero ring -> (C, m, N, N).

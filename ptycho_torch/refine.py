@@ -99,6 +99,7 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     placement = PatchPlacement(ycoords.to(device, torch.float64) - N / 2 - origin[0],
                                xcoords.to(device, torch.float64) - N / 2 - origin[1], N, height, width)
     probe = probe.detach().to(device, torch.complex64)
+    conj_probe = probe.conj().resolve_conj()
     # Measured amplitudes in the FFT's own layout, so no shift is needed inside the loop.
     measured = torch.fft.ifftshift(amplitudes.to(device, torch.float32), dim=(-2, -1))
     total = len(placement)
@@ -129,9 +130,9 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
             magnitude = spectrum.abs()
             residual = magnitude - measured[sl]
             loss += residual.pow(2).sum()
-            # psi - psi' = IFFT(Psi * (1 - A/|Psi|)); zero where |Psi| is zero (no phase to keep there).
-            ratio = torch.where(magnitude > 0, residual / magnitude.clamp_min(1e-12), torch.zeros_like(magnitude))
-            exit_error = torch.fft.ifft2(spectrum * ratio, norm="ortho") * probe.conj()
+            # psi - psi' = IFFT(Psi * (1 - A/|Psi|)); where |Psi| is 0 so is Psi, and the product stays 0.
+            exit_error = torch.fft.ifft2(spectrum * (residual / magnitude.clamp_min(1e-12)), norm="ortho")
+            exit_error *= conj_probe
             placement.splat_add(gradient, _planes(exit_error), sl)
         previous = current
         current = lookahead - scale * gradient
