@@ -125,9 +125,10 @@ def plot_quality(rows: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     styles = {"PtychoPINN": ("tab:blue", "o"), "pty-chi LSQML": ("tab:orange", "s")}
+    spare = iter([("tab:green", "^"), ("tab:purple", "v"), ("tab:red", "D"), ("tab:brown", "P"), ("k", "x")])
     for method in dict.fromkeys(r["method"] for r in rows):
         rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["nphotons"])
-        colour, marker = styles.get(method, ("k", "^"))
+        colour, marker = styles.get(method) or next(spare, ("k", "x"))
         doses = [r["nphotons"] for r in rs]
         ax.plot(doses, [r["amp_ssim"] for r in rs], marker=marker, color=colour, label=f"{method} amplitude")
         ax.plot(doses, [r["phase_ssim"] for r in rs], marker=marker, color=colour, ls="--",

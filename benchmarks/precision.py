@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -73,6 +74,16 @@ def infer_patterns_per_s(model: PtychoPINN, x: torch.Tensor, off: torch.Tensor, 
     return x.shape[0] / best
 
 
+def cpu_bf16_flags() -> str:
+    """The bf16 matrix instructions this CPU advertises (Linux /proc/cpuinfo): without AMX or AVX512-BF16,
+    oneDNN emulates bf16 and autocast makes everything slower, so the table must say which case it measured."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags.split())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n_filters_scale", type=int, default=1)
@@ -93,6 +104,8 @@ def main() -> None:
                        tensors.intensity_scale).to(device)
     print(f"device {device}, threads {torch.get_num_threads()}, n_filters_scale {args.n_filters_scale}, "
           f"{x.shape[0]} groups of 4 patterns")
+    if device.type == "cpu":
+        print(f"CPU bf16 instructions: {cpu_bf16_flags() or 'none (bf16 is emulated and slow here)'}")
     print("precision | train samples/s | inference patterns/s")
     base = None
     for name, bf16 in (("fp32", False), ("bf16 autocast", True)):

@@ -134,10 +134,12 @@ def test_local_inference_array_uses_a_bounded_pool(data, debug_run, tmp_path):
     run_dir, out = tmp_path / "infer", tmp_path / "out"
     launch("infer", "--cluster", "local", "--model_path", str(bundle_run), "--test_data_file",
            *map(str, data["scans"][:2]), "--output_dir", str(out), "--array-parallelism", "2",
-           "--run-dir", str(run_dir))
+           "--refine_iterations", "2", "--refine_smoothing", "0.2", "--run-dir", str(run_dir))
     rows = [json.loads(line) for line in (run_dir / "manifest.jsonl").read_text().splitlines()]
     assert [r["state"] for r in rows] == ["completed", "completed"]
     assert (out / "scan0" / "reconstruction.npz").is_file()
+    execution = json.loads((run_dir / "config.json").read_text())["execution"]
+    assert (execution["refine_iterations"], execution["refine_smoothing"]) == (2, 0.2)
     assert "done" in launch("logs", str(run_dir), "--task", "1").stdout
 
 
