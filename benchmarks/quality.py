@@ -132,7 +132,7 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
         for _ in range(timing_repeats):
             start = time.perf_counter()
             scan = load_scan(test_file)
-            recon = reconstruct_scan(model, scan, mode, neighbor_count=payload.tf_training_config.neighbor_count)
+            recon = reconstruct_scan(model, scan, mode, neighbor_count=cfg.neighbor_count)
             seconds.append(time.perf_counter() - start)
         rows.append({"method": method, **common, **_scores(recon, scan, statistics.median(seconds))})
     return rows, model

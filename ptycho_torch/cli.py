@@ -100,7 +100,7 @@ def add_backend_argument(parser: argparse.ArgumentParser) -> None:
                         help="pytorch (default) or tensorflow (single process; needs the [tf] extra)")
 
 
-def _refuse_distributed_tensorflow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def _refuse_pytorch_only_options_with_tensorflow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """The TensorFlow backend is single-process and has no physics refinement: asking for either is a usage error
     (exit 2) rather than a flag silently ignored."""
     if getattr(args, "backend", "pytorch") != "tensorflow":
@@ -215,7 +215,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="ptycho-train", description="Train PtychoPINN (PyTorch) and reconstruct a held-out scan.")
     add_training_arguments(parser)
     args = parser.parse_args(argv)
-    _refuse_distributed_tensorflow(parser, args)
+    _refuse_pytorch_only_options_with_tensorflow(parser, args)
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
@@ -292,7 +292,7 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
     add_execution_arguments(parser, inference=True)
     add_backend_argument(parser)
     args = parser.parse_args(argv)
-    _refuse_distributed_tensorflow(parser, args)
+    _refuse_pytorch_only_options_with_tensorflow(parser, args)
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:

@@ -79,10 +79,10 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     else:
         grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=model.config.gridsize,
                              neighbor_count=K, subsample_seed=0, sequential_sampling=True, truth=False)
-    probe = model.probe.detach().cpu()
+    probe = model.probe.detach()
     measured = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32))
     alpha = amplitude_normalisation(measured, probe)  # the whole scan's, whatever the grouping
-    tensors = to_tensors(grouped, probe, nphotons=None, alpha=alpha)
+    tensors = to_tensors(grouped, probe.cpu(), nphotons=None, alpha=alpha)
     batch = execution.inference_batch_size or auto_batch_size(model.config.N, C, device)
     show = execution.enable_progress_bar if progress is None else progress
     outputs = []
@@ -97,7 +97,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     stitched = stitch_patches(
         patches, positions[:, 0].to(device), positions[:, 1].to(device), canvas_shape=canvas,
         window="central" if execution.middle_trim > 0 else "probe", middle_trim=execution.middle_trim,
-        probe=model.probe.detach(), pad_eval=execution.pad_eval,
+        probe=probe, pad_eval=execution.pad_eval,
     )
     obj = stitched.object
     if execution.refine_iterations > 0 and bool(stitched.covered.any()):
@@ -107,7 +107,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         obj = torch.where(stitched.covered, obj, start_value)
         amplitudes = measured * alpha
         obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
-                               torch.from_numpy(scan.ycoords), model.probe.detach(), execution.refine_iterations,
+                               torch.from_numpy(scan.ycoords), probe, execution.refine_iterations,
                                smoothing=execution.refine_smoothing, progress=show)
         obj = torch.where(stitched.covered, obj, torch.zeros_like(obj))
     obj = obj.cpu().numpy().astype(np.complex64)

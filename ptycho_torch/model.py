@@ -103,18 +103,19 @@ def network_input(diffraction: torch.Tensor, probe: torch.Tensor) -> torch.Tenso
     return planes.contiguous(memory_format=torch.channels_last)
 
 
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """Normalised 1-D Gaussian taps out to 3 sigma (at least one each side), float32 on the CPU."""
     radius = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     g = torch.exp(-0.5 * (x / sigma) ** 2)
     return g / g.sum()
 
 
-def _smooth(images: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian blur of (B, C, H, W) with reflected borders."""
+def gaussian_blur(images: torch.Tensor, kernel: torch.Tensor, padding: str = "reflect") -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) with ``kernel`` (gaussian_kernel) and borders padded by ``padding``."""
     B, C, H, W = images.shape
     r = kernel.numel() // 2
-    x = torch.nn.functional.pad(images.reshape(B * C, 1, H, W), (r, r, r, r), mode="reflect")
+    x = torch.nn.functional.pad(images.reshape(B * C, 1, H, W), (r, r, r, r), mode=padding)
     x = torch.nn.functional.conv2d(x, kernel.view(1, 1, 1, -1))
     x = torch.nn.functional.conv2d(x, kernel.view(1, 1, -1, 1))
     return x.reshape(B, C, H, W)
@@ -146,7 +147,7 @@ class PtychoPINN(nn.Module):
         self.register_buffer("object_mask", object_mask, persistent=True)
         sigma = config.gaussian_smoothing_sigma
         self.smoothing_kernel: Optional[torch.Tensor]
-        self.register_buffer("smoothing_kernel", _gaussian_kernel(sigma) if sigma > 0 else None, persistent=False)
+        self.register_buffer("smoothing_kernel", gaussian_kernel(sigma) if sigma > 0 else None, persistent=False)
 
     @property
     def probe(self) -> torch.Tensor:
@@ -165,7 +166,8 @@ class PtychoPINN(nn.Module):
         amplitude, phase = self.net(network_input(diffraction, self.probe))
         amplitude, phase = amplitude.float(), phase.float()
         if self.smoothing_kernel is not None:
-            amplitude, phase = _smooth(amplitude, self.smoothing_kernel), _smooth(phase, self.smoothing_kernel)
+            amplitude = gaussian_blur(amplitude, self.smoothing_kernel)
+            phase = gaussian_blur(phase, self.smoothing_kernel)
         return torch.polar(amplitude * self.object_mask, phase)
 
     def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None) -> torch.Tensor:

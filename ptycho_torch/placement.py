@@ -23,11 +23,13 @@ class PatchPlacement:
     """M patches of side ``n`` at sub-pixel top-left corners on an ``height`` x ``width`` canvas.
 
     Corners are split into integer and fractional parts in float64, exact for objects of any practical size.
-    Flat indices are built per chunk of patches (cheap adds) and, up to ``_INDEX_CACHE_ELEMENTS`` in all, kept
-    for the next call with the same chunk: refinement extracts and splats the same chunks every iteration.
+    Flat indices are built per chunk of patches (cheap adds). With ``cache_indices`` they are kept, up to
+    ``_INDEX_CACHE_ELEMENTS`` in all, for the next call with the same chunk: refinement extracts and splats the
+    same chunks every iteration, where stitching visits each chunk once and would only hold memory.
     """
 
-    def __init__(self, row0: torch.Tensor, col0: torch.Tensor, n: int, height: int, width: int) -> None:
+    def __init__(self, row0: torch.Tensor, col0: torch.Tensor, n: int, height: int, width: int,
+                 cache_indices: bool = False) -> None:
         row0, col0 = row0.to(torch.float64), col0.to(torch.float64)
         r_int, c_int = torch.floor(row0), torch.floor(col0)
         self.n, self.height, self.width = n, height, width
@@ -37,7 +39,7 @@ class PatchPlacement:
         self.r_int, self.c_int = r_int.to(torch.int64), c_int.to(torch.int64)
         self.taps = torch.arange(n + 1, device=row0.device)
         self._cache: dict[tuple, torch.Tensor] = {}
-        self._cache_room = _INDEX_CACHE_ELEMENTS
+        self._cache_room = _INDEX_CACHE_ELEMENTS if cache_indices else 0
 
     def __len__(self) -> int:
         return int(self.r_int.shape[0])

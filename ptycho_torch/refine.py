@@ -24,14 +24,13 @@ than half the time per step (no autograd graph).
 
 from __future__ import annotations
 
-import math
 import sys
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ptycho.config.config import PyTorchExecutionConfig
+from ptycho_torch.model import gaussian_blur, gaussian_kernel
 from ptycho_torch.placement import PatchPlacement
 
 __all__ = ["refine_object", "DEFAULT_REFINE_SMOOTHING", "DEFAULT_REFINE_STEP", "DEFAULT_REFINE_MOMENTUM",
@@ -64,17 +63,6 @@ def _planes(z: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(z).permute(3, 0, 1, 2)
 
 
-def _blur(planes: torch.Tensor, sigma: float = SMOOTHING_SIGMA) -> torch.Tensor:
-    """Separable Gaussian blur of (2, H, W) real/imag planes, edges replicated (no pull towards zero there)."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    taps = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = F.pad(planes[:, None], (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(F.conv2d(x, kernel.view(1, 1, 1, -1)), kernel.view(1, 1, -1, 1))
-    return x[:, 0]
-
-
 def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.Tensor, xcoords: torch.Tensor,
                   ycoords: torch.Tensor, probe: torch.Tensor, iterations: int, *,
                   smoothing: float = DEFAULT_REFINE_SMOOTHING, step: float = DEFAULT_REFINE_STEP,
@@ -97,7 +85,8 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     device = obj.device
     height, width = obj.shape
     placement = PatchPlacement(ycoords.to(device, torch.float64) - N / 2 - origin[0],
-                               xcoords.to(device, torch.float64) - N / 2 - origin[1], N, height, width)
+                               xcoords.to(device, torch.float64) - N / 2 - origin[1], N, height, width,
+                               cache_indices=True)
     probe = probe.detach().to(device, torch.complex64)
     conj_probe = probe.conj().resolve_conj()
     # Measured amplitudes in the FFT's own layout, so no shift is needed inside the loop.
@@ -115,6 +104,7 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     placement.interior(inside).fill_(1.0)
     scale = step * inside / (illumination + illumination_floor * illumination.max())
     pull = smoothing * lit.to(torch.float32)
+    kernel = gaussian_kernel(SMOOTHING_SIGMA).to(device)
 
     current = placement.empty_canvas(2, device)
     placement.interior(current).copy_(torch.view_as_real(obj.detach().to(torch.complex64)).permute(2, 0, 1))
@@ -138,7 +128,8 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
         current = lookahead - scale * gradient
         if smoothing > 0:
             image = placement.interior(current)
-            image.sub_(pull * (image - _blur(image)))
+            # replicated edges: no pull towards zero at the canvas border
+            image.sub_(pull * (image - gaussian_blur(image[None], kernel, padding="replicate")[0]))
         history.append(float(loss) / count)
     result = placement.interior(current)
     return torch.complex(result[0], result[1]).contiguous(), history
