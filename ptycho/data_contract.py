@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from ptycho.atomic import atomic_open
+from ptycho.config.config import SUPPORTED_N
 from ptycho.errors import DataContractError
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_N = (64, 128, 256)
 MEMORY_SOURCE = "<memory>"
 _REQUIRED_KEYS = ("probeGuess", "xcoords", "ycoords")
 _READ_ERRORS = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error)

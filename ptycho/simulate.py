@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ptycho.data_contract import SUPPORTED_N, ScanData, save_scan, validate_scan
+from ptycho.config.config import SUPPORTED_N
+from ptycho.data_contract import ScanData, save_scan, validate_scan
 from ptycho.errors import PtychoInputError
 from ptycho.geometry import extract_patches
 

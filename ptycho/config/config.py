@@ -426,12 +426,44 @@ def config_from_dict(kind: str, data: Mapping[str, Any]) -> _ValidatedConfig:
     return cls.from_dict(data)
 
 
-def update_legacy_dict(target: dict[str, Any], config: Any) -> None:
+#: canonical field name -> legacy ``params.cfg`` key, where they differ
+KEY_MAPPINGS: dict[str, str] = {
+    "object_big": "object.big",
+    "probe_big": "probe.big",
+    "probe_mask": "probe.mask",
+    "probe_trainable": "probe.trainable",
+    "intensity_scale_trainable": "intensity_scale.trainable",
+    "positions_provided": "positions.provided",
+    "output_dir": "output_prefix",
+    "train_data_file": "train_data_file_path",
+    "test_data_file": "test_data_file_path",
+}
+
+
+def legacy_items(config: "ModelConfig | TrainingConfig | InferenceConfig") -> dict[str, Any]:
+    """Flatten a canonical config into legacy keys: model fields at top level, paths as strings, None skipped."""
+    if isinstance(config, PyTorchExecutionConfig):
+        raise TypeError("PyTorchExecutionConfig is execution-only and is never copied into params.cfg")
+    if not isinstance(config, (ModelConfig, TrainingConfig, InferenceConfig)):
+        raise TypeError(f"update_legacy_dict expects a canonical config, got {type(config).__name__}")
+    flat: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, ModelConfig):
+            flat.update(legacy_items(value))
+            continue
+        if value is None or f.name == "n_images":
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        flat[KEY_MAPPINGS.get(f.name, f.name)] = value
+    return flat
+
+
+def update_legacy_dict(target: dict[str, Any], config: "ModelConfig | TrainingConfig | InferenceConfig") -> None:
     """Copy a canonical config into ``target`` (normally ``ptycho.params.cfg``) under the legacy key names.
 
-    Re-exported here because Ptychodus imports it from ``ptycho.config.config``; the implementation lives in
-    ``ptycho.params`` (imported lazily: that module imports this one).
+    It lives here, not in ``ptycho.params``, because Ptychodus imports it from ``ptycho.config.config`` and the
+    config must not depend on the global that it fills.
     """
-    from ptycho.params import update_legacy_dict as _update
-
-    _update(target, config)
+    target.update(legacy_items(config))
