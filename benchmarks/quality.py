@@ -27,7 +27,8 @@ import torch
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import load_scan, save_scan
 from ptycho_torch.config_factory import create_training_payload
-from ptycho_torch.inference import metrics_against_truth, reconstruct_scan
+from ptycho.metrics import metrics_against_truth
+from ptycho_torch.inference import reconstruct_scan
 from ptycho_torch.lightning_module import PtychoPINNModule
 from ptycho_torch.physics import poisson_nll
 from ptycho_torch.workflows.components import train_cdi_model_torch
@@ -112,14 +113,14 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
     }
     # The ceiling for end-to-end inference: the same weights' forward pass on tensors already grouped in memory.
     from ptycho.grouping import group_scan
-    from ptycho_torch.inference import auto_batch_size
+    from ptycho.reconstruction import auto_batch_size
 
     cfg = payload.tf_training_config
     grouped = group_scan(test, n_groups=test.n_positions, gridsize=cfg.model.gridsize,
                          neighbor_count=cfg.neighbor_count, subsample_seed=0, sequential_sampling=True)
     test_tensors = to_tensors(grouped, model.probe.detach(), nphotons)
     raw = infer_patterns_per_s(model, test_tensors.diffraction, test_tensors.offsets,
-                               auto_batch_size(cfg.model.N, cfg.model.gridsize ** 2, torch.device("cpu")), bf16=False)
+                               auto_batch_size(cfg.model.N, cfg.model.gridsize ** 2), bf16=False)
     common["raw_patterns_s"] = raw
     rows = []
     if refine_smoothing is not None:

@@ -1,4 +1,7 @@
-"""Execution config -> JobPlan: the Slurm/submitit request and the Lightning Trainer arguments, derived together.
+"""A launch request -> JobPlan: the Slurm/submitit request and the Lightning Trainer arguments, derived together.
+
+The flags that are the launcher's own (cluster, resources) are merged over the site profile here, once for both
+``train`` and ``infer``; every other flag becomes a config-factory override.
 
 ``plan_training`` takes the Trainer arguments from ``ptycho_torch.trainer_args.trainer_arguments`` (the same
 function the Trainer is built with) and sets ``nodes = num_nodes`` and ``tasks per node = devices`` from them, so
@@ -8,21 +11,32 @@ A plan is plain JSON: ``--dry-run`` prints it and the run directory keeps it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from ptycho.config.config import PyTorchExecutionConfig
+from launcher.errors import LaunchError
+from launcher.profiles import load_profile
+from launcher.validate import check_mem, check_plain_text, parse_time_minutes
+from ptycho.config.config import GPU_ACCELERATORS, PyTorchExecutionConfig
+from ptycho_torch.cli import overrides_from_args
 from ptycho_torch.trainer_args import trainer_arguments
 
 __all__ = ["Resources", "JobPlan", "normalise_strategy", "plan_training", "plan_inference", "SRUN_ARGS",
-           "DEFAULT_TIME_MIN", "THREADS_SETUP"]
+           "DEFAULT_TIME_MIN", "THREADS_SETUP", "LAUNCH_KEYS", "choose_cluster", "slurm_reachable",
+           "merge_resources", "request_resources", "factory_overrides", "check_gpus_per_node"]
 
 #: a dead rank takes the whole step down instead of leaving the others waiting for the process-group timeout
 SRUN_ARGS = ["--kill-on-bad-exit=1"]
 DEFAULT_TIME_MIN = 60
 #: one BLAS/OpenMP thread per allocated CPU unless the user or the site already decided
 THREADS_SETUP = 'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"'
+#: launcher-only flags: never passed to the config factory
+LAUNCH_KEYS = ("command", "func", "cluster", "profile", "partition", "account", "qos", "time", "mem",
+               "cpus_per_task", "constraint", "exclusive", "signal_delay", "max_requeues", "setup", "run_dir",
+               "dry_run", "emit_sbatch", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size",
+               "input_list", "resume")
 
 
 @dataclass
@@ -71,6 +85,75 @@ class JobPlan:
         return cls(**data)
 
 
+def choose_cluster(args: argparse.Namespace) -> str:
+    """``--cluster``, else Slurm when sbatch is on PATH; Slurm-only flags elsewhere are refused, not ignored."""
+    from launcher.submit import default_cluster  # submit imports this module
+
+    cluster = args.cluster or default_cluster()
+    for flag, given in (("--hold", args.hold), ("--emit-sbatch", args.emit_sbatch)):
+        if given and cluster != "slurm":
+            raise LaunchError(f"{flag} needs --cluster slurm (this run is {cluster})")
+    return cluster
+
+
+def slurm_reachable(cluster: str, dry_run: bool) -> bool:
+    """Query the cluster for limits unless this is a dry run on a machine without Slurm clients."""
+    import shutil
+
+    return cluster == "slurm" and not (dry_run and shutil.which("sinfo") is None)
+
+
+def merge_resources(args: argparse.Namespace, profile: dict[str, Any], job_name: str) -> Resources:
+    """Scheduler resources: each flag given wins over the profile's value, which wins over the default."""
+
+    def pick(flag: Optional[Any], key: str, default: Any = None) -> Any:
+        return flag if flag is not None else profile.get(key, default)
+
+    for flag in ("partition", "account", "qos", "constraint"):
+        check_plain_text(pick(getattr(args, flag), flag), f"--{flag}")
+    time_value = pick(args.time, "time")
+    mem = pick(args.mem, "mem")
+    parallelism = getattr(args, "array_parallelism", None)
+    return Resources(
+        partition=pick(args.partition, "partition"), account=pick(args.account, "account"),
+        qos=pick(args.qos, "qos"),
+        time_min=parse_time_minutes(time_value) if time_value is not None else Resources.time_min,
+        mem=check_mem(mem) if mem else None, cpus_per_task=pick(args.cpus_per_task, "cpus_per_task"),
+        constraint=pick(args.constraint, "constraint"), exclusive=bool(pick(args.exclusive, "exclusive", False)),
+        signal_delay_s=pick(args.signal_delay, "signal_delay", Resources.signal_delay_s),
+        max_requeues=pick(args.max_requeues, "max_requeues", Resources.max_requeues),
+        setup=[*profile.get("setup", []), *args.setup],
+        array_parallelism=parallelism or Resources.array_parallelism,
+        hold=args.hold, job_name=job_name, dist_timeout_s=getattr(args, "dist_timeout", Resources.dist_timeout_s),
+    )
+
+
+def request_resources(args: argparse.Namespace, job_name: str) -> tuple[str, dict[str, Any], Resources]:
+    """The cluster, the site profile (empty without ``--profile``) and the merged resources of a train/infer request."""
+    cluster = choose_cluster(args)
+    profile = load_profile(args.profile) if args.profile else {}
+    return cluster, profile, merge_resources(args, profile, job_name)
+
+
+def factory_overrides(args: argparse.Namespace, profile: dict[str, Any], cluster: str,
+                      skip: Sequence[str] = ()) -> dict[str, Any]:
+    """The config-factory overrides of a request: every flag given except the launcher's own (and ``skip``), the
+    profile's accelerator unless ``--accelerator`` was given, and a progress bar only where a terminal watches
+    (debug runs in this shell; batch logs would fill with bar redraws)."""
+    overrides = overrides_from_args(args, skip=(*LAUNCH_KEYS, *skip))
+    if "accelerator" in profile:
+        overrides.setdefault("accelerator", profile["accelerator"])
+    overrides.setdefault("enable_progress_bar", cluster == "debug")
+    return overrides
+
+
+def check_gpus_per_node(accelerator: str, devices: int, profile: dict[str, Any]) -> None:
+    """More ranks per node than the profile's nodes have GPUs would wait in the queue forever."""
+    gpn = profile.get("gpus_per_node")
+    if accelerator in GPU_ACCELERATORS and gpn is not None and devices > gpn:
+        raise LaunchError(f"--devices {devices}: profile {profile['source']} has {gpn} GPU(s) per node")
+
+
 def normalise_strategy(overrides: dict[str, Any]) -> Optional[str]:
     """One rank with a distributed strategy runs as 'auto' (same result, no process group); returns the notice.
 
@@ -86,7 +169,7 @@ def normalise_strategy(overrides: dict[str, Any]) -> Optional[str]:
 
 
 def _gpus(accelerator: str, devices: int) -> int:
-    return devices if accelerator in ("gpu", "cuda") else 0
+    return devices if accelerator in GPU_ACCELERATORS else 0
 
 
 def _slurm_params(res: Resources, nodes: int, tasks_per_node: int, gpus_per_node: int, cpus_per_task: int,

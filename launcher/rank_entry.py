@@ -82,7 +82,9 @@ def _gather_fingerprints(sha: str, rank: int, world: int, local_rank: int, main:
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "gloo"
+    from ptycho.config.config import GPU_ACCELERATORS
+
+    backend = "nccl" if accelerator in GPU_ACCELERATORS and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     address, port = main
@@ -186,29 +188,28 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
     if rank == 0:
         update_run(run_dir, state="running", started_at=now())
 
-    tf = payload.tf_training_config
-    train = load_scan(tf.train_data_file)
-    test = load_scan(tf.test_data_file) if tf.test_data_file else None
-    if tf.backend == "tensorflow":
-        return _train_tensorflow(run_dir, train, test, payload, sha, started)
+    cfg = payload.tf_training_config
+    train = load_scan(cfg.train_data_file)
+    test = load_scan(cfg.test_data_file) if cfg.test_data_file else None
 
-    from ptycho_torch.checkpointing import ResumeState, newest_checkpoint
-    from ptycho_torch.workflows.components import train_cdi_model_torch
+    from ptycho.backends import TrainingHooks
+    from ptycho.workflows.training import train_and_reconstruct
 
     first_step = _first_step_callback(rank)
-    resume = newest_checkpoint(run_dir)
+    resume = _newest_checkpoint(run_dir)
     callbacks = [first_step] if spec["cluster"] == "debug" else [first_step, _keep_submitit_sigterm()]
     if resume or _restart_count():
         callbacks.append(_resume_recorder(run_dir, resume))
-    results = train_cdi_model_torch(train, test, payload, plugins=plugins, callbacks=callbacks,
-                                    ckpt_path=str(resume) if resume else None)
-    trainer = results["trainer"]
+    hooks = TrainingHooks(plugins=plugins, callbacks=callbacks, ckpt_path=str(resume) if resume else None)
+    results = train_and_reconstruct(payload, train, test, hooks, do_stitching=False)
+    trainer = results.get("trainer")  # a Lightning trainer for backends that have one
     summary = {
         "bundle": str(results["bundle_path"]) if results["bundle_path"] else None,
+        "backend": results["backend"],
         "payload_sha256": sha,
         "rank_fingerprints": {str(r): s for r, s in gathered},
         "world_size": world,
-        "trainer_world_size": trainer.world_size,
+        "trainer_world_size": trainer.world_size if trainer is not None else 1,
         "started_at": started,
         "first_step_at": first_step.at,
         "finished_at": time.time(),
@@ -216,32 +217,32 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
         "train_samples_per_s": results["train_samples_per_s"],
         "history": results["history"],
         "resumed_from": str(resume) if resume else None,
-        "resumed_from_step": next((c.resumed_step for c in trainer.callbacks if isinstance(c, ResumeState)), None),
-        "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
+        "resumed_from_step": _resumed_step(trainer),
+        "global_step": trainer.global_step if trainer is not None else None,
+        "epochs": trainer.current_epoch if trainer is not None else results.get("epochs_run"),
     }
-    if trainer.is_global_zero:
+    if results["is_global_zero"]:
         write_json(run_dir / SUMMARY, summary)
         update_run(run_dir, state="completed", finished_at=now())
-        _log(rank, f"bundle: {results['bundle_path']}")
+        _log(rank, f"bundle: {results['bundle_path']} (backend {results['backend']})")
     return summary
 
 
-def _train_tensorflow(run_dir: Path, train: Any, test: Any, payload: Any, sha: str, started: float) -> dict[str, Any]:
-    """Single-process TensorFlow training (validation refused anything distributed) through the backend selector."""
-    from ptycho.workflows.backend_selector import run_cdi_example_with_backend
+def _newest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The newest complete Lightning checkpoint of the run (none for backends without checkpoints)."""
+    if not (run_dir / "checkpoints").is_dir():
+        return None
+    from ptycho_torch.checkpointing import newest_checkpoint
 
-    _, _, results = run_cdi_example_with_backend(train, test, payload.tf_training_config, payload.execution_config,
-                                                 do_stitching=False)
-    summary = {
-        "bundle": str(results["bundle_path"]), "backend": "tensorflow", "payload_sha256": sha, "world_size": 1,
-        "started_at": started, "finished_at": time.time(), "train_seconds": results["train_seconds"],
-        "train_samples_per_s": results["train_samples_per_s"], "history": results["history"],
-    }
-    write_json(run_dir / SUMMARY, summary)
-    update_run(run_dir, state="completed", finished_at=now())
-    _log(0, f"bundle: {results['bundle_path']} (backend tensorflow)")
-    return summary
+    return newest_checkpoint(run_dir)
+
+
+def _resumed_step(trainer: Any) -> Optional[int]:
+    if trainer is None:
+        return None
+    from ptycho_torch.checkpointing import ResumeState
+
+    return next((c.resumed_step for c in trainer.callbacks if isinstance(c, ResumeState)), None)
 
 
 class TrainingTask(Checkpointable):
@@ -311,12 +312,12 @@ def infer_chunk(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _reconstruct(spec: dict[str, Any], input_path: str, output: Path) -> None:
     from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho.workflows.inference import run_inference
     from ptycho_torch.config_factory import create_inference_payload
-    from ptycho_torch.inference import run_pytorch_inference_workflow
 
     execution = PyTorchExecutionConfig.from_dict(spec["execution"])
     payload = create_inference_payload(spec["model_path"], input_path, output, spec["overrides"], execution)
-    run_pytorch_inference_workflow(payload)
+    run_inference(payload)
 
 
 def _chunk_from_spec(spec: dict[str, Any], index: Optional[int]) -> dict[str, Any]:

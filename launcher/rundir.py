@@ -25,7 +25,7 @@ from ptycho.atomic import atomic_write_json
 from launcher.errors import LaunchError
 
 __all__ = ["CONFIG", "SPEC", "RUN", "SUMMARY", "MANIFEST", "SUBMITIT", "LOCAL_LOGS", "now", "planned_run_dir",
-           "claim_run_dir", "read_json", "write_json", "update_run", "load_run", "git_commit", "versions"]
+           "claim_run_dir", "read_json", "write_json", "update_run", "load_run", "git_commit"]
 
 CONFIG, SPEC, RUN, SUMMARY, MANIFEST = "config.json", "spec.json", "run.json", "summary.json", "manifest.jsonl"
 SUBMITIT, LOCAL_LOGS = "submitit", "logs"
@@ -118,17 +118,3 @@ def git_commit() -> Optional[str]:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
-
-
-def versions() -> dict[str, str]:
-    """Package versions without importing torch (the launcher stays fast on login nodes)."""
-    import platform
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for name in ("ptychopinn", "torch", "lightning", "submitit", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out

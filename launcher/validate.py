@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from launcher.errors import LaunchError
+from ptycho.config.config import GPU_ACCELERATORS
 
 __all__ = [
     "parse_time_minutes",
@@ -140,7 +141,7 @@ def check_world(cluster: str, nodes: int, devices: int, strategy: str, accelerat
                 available_nodes: Optional[int] = None) -> None:
     """Rules on nodes x devices that Lightning or the scheduler would otherwise reject only after queueing."""
     world = nodes * devices
-    if strategy == "fsdp" and accelerator not in ("gpu", "cuda"):
+    if strategy == "fsdp" and accelerator not in GPU_ACCELERATORS:
         raise LaunchError("--strategy fsdp needs --accelerator gpu (FSDP is GPU-only); use --strategy ddp on CPU")
     if nodes > 1 and strategy not in ("ddp", "fsdp"):
         raise LaunchError(f"--nodes {nodes} needs --strategy ddp or fsdp (got {strategy!r})")
@@ -157,10 +158,15 @@ def check_world(cluster: str, nodes: int, devices: int, strategy: str, accelerat
 
 
 def check_backend(backend: str, world: int, strategy: str) -> None:
-    """The TensorFlow backend trains in one process; a distributed request would silently run on one rank."""
-    if backend == "tensorflow" and (world > 1 or strategy != "auto"):
-        raise LaunchError(f"--backend tensorflow runs single-process only (got {world} rank(s), strategy "
-                          f"{strategy!r}); use --devices 1 --nodes 1 --strategy auto, or --backend pytorch")
+    """How many ranks the backend can run (``ptycho.backends.check_distribution``, the one place of that rule), as a
+    LaunchError before anything is queued."""
+    from ptycho.backends import check_distribution
+    from ptycho.errors import PtychoInputError
+
+    try:
+        check_distribution(backend, world, strategy)
+    except PtychoInputError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -26,9 +26,10 @@ import zipfile
 import zlib
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Union
 
 from ptycho.atomic import atomic_open
+from ptycho.config.config import BACKENDS, PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import BundleError
 
 __all__ = [
@@ -43,6 +44,9 @@ __all__ = [
     "open_bundle",
     "check_manifest",
     "read_manifest",
+    "read_configs",
+    "read_bundle_configs",
+    "bundle_backend",
     "write_bundle_archive",
     "json_default",
     "check_weight_shapes",
@@ -51,7 +55,6 @@ __all__ = [
 BUNDLE_NAME = "wts.h5.zip"
 FORMAT_NAME = "ptychopinn-bundle"
 FORMAT_VERSION = 1
-BACKENDS = ("pytorch", "tensorflow")
 MANIFEST = "manifest.json"
 JSON_MEMBERS = ("manifest.json", "configs.json", "params.json")
 ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error)
@@ -158,13 +161,15 @@ def open_bundle(model_path: PathLike) -> BundleSource:
     return BundleSource(resolve_bundle_path(model_path))
 
 
-def check_manifest(manifest: Any, path: Path, backend: str) -> dict[str, Any]:
-    """Format name, backend and version checks; ``backend`` is the loader's own backend."""
+def check_manifest(manifest: Any, path: Path, backend: Optional[str]) -> dict[str, Any]:
+    """Format name, backend and version checks; ``backend`` is the loader's own backend (None: any known one)."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         found = manifest.get("format") if isinstance(manifest, dict) else None
         raise BundleError(f"{path}: not a ptychopinn bundle (manifest format is {found!r})")
     written_by = manifest.get("backend")
-    if written_by != backend:
+    if backend is None and written_by not in BACKENDS:
+        raise BundleError(f"{path}: bundle names an unknown backend {written_by!r} (known: {list(BACKENDS)})")
+    if backend is not None and written_by != backend:
         raise BundleError(
             f"{path}: bundle was written by the {written_by!r} backend; load it with backend={written_by!r} "
             f"(this loader is {backend!r})"
@@ -178,8 +183,30 @@ def check_manifest(manifest: Any, path: Path, backend: str) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(source: BundleSource, backend: str) -> dict[str, Any]:
+def read_manifest(source: BundleSource, backend: Optional[str]) -> dict[str, Any]:
     return check_manifest(source.read_json(MANIFEST), source.path, backend)
+
+
+def read_configs(source: BundleSource, backend: Optional[str] = None) -> dict[str, Any]:
+    """Manifest and the canonical configs, which every backend writes alike into configs.json."""
+    manifest = read_manifest(source, backend)
+    configs = source.read_json("configs.json")
+    try:
+        return {
+            "manifest": manifest,
+            "backend": manifest["backend"],
+            "training_config": TrainingConfig.from_dict(configs["training_config"]),
+            "execution_config": PyTorchExecutionConfig.from_dict(configs["execution_config"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{source.path}: configs.json is invalid ({exc})") from None
+
+
+def read_bundle_configs(model_path: PathLike, backend: Optional[str] = None) -> dict[str, Any]:
+    """Manifest, backend and configs of a bundle without loading weights (no framework needed): the factory and
+    the launcher's validation read a bundle this way."""
+    with open_bundle(model_path) as source:
+        return read_configs(source, backend)
 
 
 def bundle_backend(model_path: PathLike) -> str | None:
@@ -241,12 +268,6 @@ def write_bundle_archive(
         for name, produce in weights.items():
             archive.writestr(name, produce())
     return out_dir / BUNDLE_NAME
-
-
-def iter_weight_members(manifest: Mapping[str, Any], suffix: str) -> Iterator[tuple[str, str]]:
-    """(model name, member name) for every model the manifest lists."""
-    for name in manifest.get("models", []):
-        yield name, f"{name}{suffix}"
 
 
 def check_weight_shapes(path: Path, expected: Mapping[str, tuple[int, ...]],

@@ -56,6 +56,7 @@ from ptycho.errors import PtychoInputError
 
 __all__ = [
     "evaluate_on_scan_grid",
+    "metrics_against_truth",
     "PSNR_CAP_DB",
     "align_to_reference",
     "estimate_shift",
@@ -463,3 +464,8 @@ def evaluate_on_scan_grid(obj: np.ndarray, origin: tuple[int, int], scan: Any) -
     cols = slice(max(c0, 0), min(c0 + obj.shape[1], w))
     canvas[rows, cols] = obj[rows.start - r0:rows.stop - r0, cols.start - c0:cols.stop - c0]
     return evaluate_reconstruction(canvas, scan.object_guess, xcoords=scan.xcoords, ycoords=scan.ycoords, N=scan.N)
+
+
+def metrics_against_truth(recon: Any, scan: Any) -> Optional[dict[str, Any]]:
+    """Honest metrics of a ``Reconstruction`` of ``scan`` (either backend's), None without objectGuess."""
+    return evaluate_on_scan_grid(recon.object, recon.origin, scan)

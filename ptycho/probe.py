@@ -12,9 +12,8 @@ import numpy as np
 
 from ptycho import params
 from ptycho.errors import PtychoInputError
-from ptycho.normalisation import normalize_probe
 
-__all__ = ["set_probe_guess", "get_probe", "get_normalized_probe"]
+__all__ = ["set_probe_guess", "get_probe"]
 
 
 def _first_mode(probe: Any) -> np.ndarray:
@@ -42,8 +41,3 @@ def set_probe_guess(X_train: Any = None, probe_guess: Optional[Any] = None) -> n
 
 def get_probe() -> np.ndarray:
     return params.get("probe")
-
-
-def get_normalized_probe(probe_scale: Optional[float] = None) -> np.ndarray:
-    scale = float(params.get("probe_scale", 4.0) if probe_scale is None else probe_scale)
-    return normalize_probe(get_probe(), scale)

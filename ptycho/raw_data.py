@@ -17,7 +17,7 @@ from ptycho.data_contract import ScanData, _first_probe_mode, load_scan, validat
 from ptycho.errors import PtychoInputError
 from ptycho.grouping import GroupedData, group_scan
 
-__all__ = ["RawData", "grouped_to_dict"]
+__all__ = ["RawData", "grouped_to_dict", "as_scan"]
 
 
 class RawData:
@@ -150,3 +150,16 @@ def grouped_to_dict(grouped: GroupedData, scan: ScanData) -> dict[str, Any]:
         "objectGuess": scan.object_guess,
         "grouped": grouped,
     }
+
+
+def as_scan(data: Any) -> Optional[ScanData]:
+    """RawData / ScanData / scan file path -> validated ScanData (None stays None): what every workflow accepts."""
+    if data is None:
+        return None
+    if isinstance(data, RawData):
+        return data.scan
+    if isinstance(data, ScanData):
+        return validate_scan(data)
+    if isinstance(data, (str, os.PathLike)):
+        return load_scan(data)
+    raise TypeError(f"expected RawData, ScanData or a scan file path, got {type(data).__name__}")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Reconstruction"]
+__all__ = ["Reconstruction", "auto_batch_size"]
 
 
 @dataclass
@@ -24,3 +24,11 @@ class Reconstruction:
     @property
     def patterns_per_s(self) -> float:
         return self.n_patterns / self.seconds if self.seconds > 0 else float("inf")
+
+
+def auto_batch_size(N: int, C: int, gpu: bool = False) -> int:
+    """Groups per inference batch when the user sets none (both backends): activations of a few hundred MB, big
+    enough to amortise overheads, small enough for a laptop. On CPU, throughput is flat from 16 to 128 groups of
+    4 64x64 patterns (measured); a GPU gets 4x more patterns."""
+    patterns = 256 if gpu else 64
+    return max(1, patterns * (64 // N) ** 2 // max(C, 1))

@@ -3,7 +3,8 @@
 Same rule as ``ptycho_torch/stitching.py`` (that one runs on the patches' torch device): each (N, N) patch is placed
 with the exact adjoint of ``ptycho.geometry.extract_patches`` (patch m covers rows [y_m - N/2, y_m + N/2) and
 columns [x_m - N/2, x_m + N/2), sub-pixel positions splat with the same bilinear weights extraction reads with) and
-blended as Σ T(O·W) / (Σ T(W) + ε). ``tests/test_tf_stitching.py`` checks both implementations agree.
+blended as Σ T(O·W) / (Σ T(W) + ε). ``tests/test_tf_physics.py::test_numpy_stitching_matches_torch_stitching``
+checks both implementations agree.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from ptycho.bundle_format import (
     check_weight_shapes,
     open_bundle,
     package_version,
-    read_manifest,
+    read_bundle_configs as read_any_bundle_configs,
+    read_configs,
     resolve_bundle_path,
     write_bundle_archive,
 )
@@ -62,23 +63,9 @@ class BundleContents:
     state_dicts: dict[str, dict[str, Any]]
 
 
-def _configs(source: BundleSource) -> dict[str, Any]:
-    manifest = read_manifest(source, BACKEND)
-    configs = source.read_json("configs.json")
-    try:
-        return {
-            "manifest": manifest,
-            "training_config": TrainingConfig.from_dict(configs["training_config"]),
-            "execution_config": PyTorchExecutionConfig.from_dict(configs["execution_config"]),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{source.path}: configs.json is invalid ({exc})") from None
-
-
 def read_bundle_configs(model_path: Union[str, Path]) -> dict[str, Any]:
-    """Manifest and configs only (no torch needed): used by the factory and the launcher's validation."""
-    with open_bundle(model_path) as source:
-        return _configs(source)
+    """Manifest and configs of a bundle the torch backend wrote, without loading weights (no torch needed)."""
+    return read_any_bundle_configs(model_path, BACKEND)
 
 
 def write_bundle(
@@ -117,7 +104,7 @@ def read_bundle(model_path: Union[str, Path], map_location: Optional[str] = "cpu
     state_dicts: dict[str, dict[str, Any]] = {}
     with open_bundle(model_path) as source:
         path = source.path
-        configs = _configs(source)
+        configs = read_configs(source, BACKEND)
         manifest = configs["manifest"]
         legacy = source.read_json("params.json")
         for name in manifest.get("models", []):

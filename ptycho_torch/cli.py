@@ -1,8 +1,12 @@
 """Command-line front ends for training and inference (``ptycho-train``, ``ptycho-infer``).
 
 Thin by design: parse flags, hand *only the flags the user gave* to the config factory as overrides, run the
-workflow, print a short summary. The launcher reuses ``add_training_arguments`` / ``overrides_from_args`` so a flag
-means the same thing everywhere. User mistakes print one line and exit 2 (usage) or 1 (bad data/config).
+shared workflow (which reaches the chosen backend through the registry), print a short summary. The launcher reuses
+``add_training_arguments`` / ``overrides_from_args`` so a flag means the same thing everywhere.
+
+Exit codes, the same for every CLI of the project: 0 success; 2 the invocation or its input is wrong (a flag, a
+config value, a data or bundle file), reported in one line before anything runs; 1 the run failed while running
+(e.g. no space left on the device).
 """
 
 from __future__ import annotations
@@ -10,18 +14,19 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import platform
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ptycho.atomic import atomic_write_json
-from ptycho.config.config import LOGGER_BACKENDS, PRECISIONS, STRATEGIES, SUPPORTED_SCHEDULERS, ACCELERATORS
+from ptycho.backends import DEFAULT_BACKEND, check_execution, check_refinement, execution_from
+from ptycho.config.config import ACCELERATORS, BACKENDS, LOGGER_BACKENDS, PRECISIONS, STRATEGIES, SUPPORTED_SCHEDULERS
 from ptycho.errors import PtychoInputError
 
 __all__ = ["add_training_arguments", "overrides_from_args", "run_training_cli", "run_inference_cli",
-           "write_run_snapshot", "USER_ERRORS"]
+           "check_backend_arguments", "USER_ERRORS", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 #: Exceptions that mean "the user gave us something wrong": one line, no traceback.
 USER_ERRORS = (PtychoInputError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
@@ -96,32 +101,36 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("pytorch", "tensorflow"), default=argparse.SUPPRESS,
+    parser.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
                         help="pytorch (default) or tensorflow (single process; needs the [tf] extra)")
 
 
-def _refuse_pytorch_only_options_with_tensorflow(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The TensorFlow backend is single-process and has no physics refinement: asking for either is a usage error
-    (exit 2) rather than a flag silently ignored."""
-    if getattr(args, "backend", "pytorch") != "tensorflow":
-        return
-    for flag in ("refine_iterations", "refine_smoothing"):
-        if hasattr(args, flag):
-            parser.error(f"--{flag} is a PyTorch inference option; drop it or use --backend pytorch")
-    asked = [f"--{flag} {getattr(args, key)}" for flag, key in (("devices", "n_devices"), ("nodes", "nodes"))
-             if getattr(args, key, 1) != 1]
-    if getattr(args, "strategy", "auto") != "auto":
-        asked.append(f"--strategy {args.strategy}")
-    if asked:
-        parser.error(f"--backend tensorflow runs single-process only; {' '.join(asked)} needs --backend pytorch")
+def check_backend_arguments(args: argparse.Namespace) -> None:
+    """What the chosen backend cannot do (``ptycho.backends.check_execution``), for parsed flags: PtychoInputError.
+
+    A refinement flag counts as asked for even at its default value, so it is never silently ignored.
+    """
+    backend = getattr(args, "backend", DEFAULT_BACKEND)
+    given = tuple(k for k in ("refine_iterations", "refine_smoothing") if hasattr(args, k))
+    check_refinement(backend, execution_from({}), given)
+    check_execution(backend, execution_from(vars(args)))
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """Every training flag (canonical names, execution flags, deprecated aliases)."""
+def _check_backend_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    try:
+        check_backend_arguments(args)
+    except ValueError as exc:  # PtychoInputError, or a config value out of range
+        parser.error(str(exc))
+
+
+def add_training_arguments(parser: argparse.ArgumentParser,
+                           train_data_help: str = "training scan NPZ (default: simulate the embedded default dataset)",
+                           ) -> None:
+    """Every training flag (canonical names, execution flags, deprecated aliases); ``train_data_help`` lets a
+    program that never simulates data (the launcher) say so."""
     s = argparse.SUPPRESS
     add_backend_argument(parser)
-    parser.add_argument("--train_data_file", type=Path, default=None,
-                        help="training scan NPZ (default: simulate the embedded default dataset)")
+    parser.add_argument("--train_data_file", type=Path, default=None, help=train_data_help)
     parser.add_argument("--test_data_file", type=Path, default=s, help="held-out scan to validate and reconstruct")
     parser.add_argument("--output_dir", type=Path, default=Path("training_outputs"))
     parser.add_argument("--nepochs", type=int, default=s)
@@ -152,25 +161,6 @@ def overrides_from_args(args: argparse.Namespace, skip: Sequence[str] = ()) -> d
     return overrides
 
 
-def write_run_snapshot(output_dir: Path, payload: Any, argv: Sequence[str], extra: Optional[dict] = None) -> Path:
-    """config.json: the resolved payload, the command line and versions; enough to reproduce the run."""
-    import torch
-
-    from ptycho_torch.bundle import package_version
-
-    snapshot = {
-        "command": list(argv),
-        "payload": payload.to_dict(),
-        "versions": {"ptychopinn": package_version(), "torch": torch.__version__,
-                     "python": platform.python_version()},
-        **(extra or {}),
-    }
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / "config.json"
-    atomic_write_json(path, snapshot)
-    return path
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -185,13 +175,13 @@ def _guard(prog: str, body: Callable[[], int]) -> int:
         return body()
     except USER_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     except OSError as exc:
         if exc.errno not in _STORAGE_ERRNOS:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{prog}: error: {where}{exc.strerror}; free space or choose another --output_dir", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -211,20 +201,25 @@ def _print_metrics(metrics: Optional[dict]) -> None:
               f"FRC0.5 {m['frc_0.5']:.3f}  FRC1/2bit {m['frc_half_bit']:.3f} cycles/px")
 
 
+def _print_paths(paths: dict[str, Path]) -> None:
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
 def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _Parser(prog="ptycho-train", description="Train PtychoPINN (PyTorch) and reconstruct a held-out scan.")
+    parser = _Parser(prog="ptycho-train", description="Train PtychoPINN and reconstruct a held-out scan.")
     add_training_arguments(parser)
     args = parser.parse_args(argv)
-    _refuse_pytorch_only_options_with_tensorflow(parser, args)
+    _check_backend_or_exit(parser, args)
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
         from ptycho.data_contract import load_scan
         from ptycho.grouping import validate_grouping
+        from ptycho.outputs import config_snapshot, save_reconstruction, write_config_snapshot
         from ptycho.simulate import write_default_dataset
+        from ptycho.workflows.training import train_and_reconstruct
         from ptycho_torch.config_factory import create_training_payload
-        from ptycho_torch.inference import metrics_against_truth, save_outputs
-        from ptycho_torch.workflows.components import run_cdi_example_torch
 
         overrides = overrides_from_args(args, skip=("train_data_file", "output_dir"))
         _setup_logging(overrides.get("enable_progress_bar") is False)
@@ -244,43 +239,23 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
         payload = create_training_payload(train_file, output_dir, overrides)
         cfg = payload.tf_training_config
         validate_grouping(train, cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
-        write_run_snapshot(output_dir, payload, ["ptycho-train", *argv])
-        if payload.tf_training_config.backend == "tensorflow":
-            return _train_tensorflow(train, test, payload, output_dir)
-        amplitude, _, results = run_cdi_example_torch(train, test, payload)
-        if not results["trainer"].is_global_zero:
-            return 0
-        print(f"bundle: {results['bundle_path']}")
+        write_config_snapshot(output_dir, config_snapshot("train", cfg.backend, ["ptycho-train", *argv],
+                                                          payload.to_dict()))
+        results = train_and_reconstruct(payload, train, test)
+        if not results["is_global_zero"]:
+            return EXIT_OK
+        print(f"bundle: {results['bundle_path']} (backend {results['backend']})")
         print(f"training: {results['train_samples_per_s']:.1f} samples/s over {results['train_seconds']:.1f} s")
-        if amplitude is not None and test is not None:
-            recon = results["reconstruction"]
-            metrics = metrics_against_truth(recon, test)
-            paths = save_outputs(recon, output_dir / "reconstruction", metrics, title=Path(test.source).stem)
-            _print_metrics(metrics)
+        recon = results.get("reconstruction")
+        if recon is not None and test is not None:
+            paths = save_reconstruction(recon, output_dir / "reconstruction", results["metrics"],
+                                        results.get("history"), title=Path(test.source).stem)
+            _print_metrics(results["metrics"])
             print(f"reconstruction: {recon.patterns_per_s:.0f} patterns/s")
-            for name, path in paths.items():
-                print(f"{name}: {path}")
-        return 0
+            _print_paths(paths)
+        return EXIT_OK
 
     return _guard(parser.prog, body)
-
-
-def _train_tensorflow(train: Any, test: Any, payload: Any, output_dir: Path) -> int:
-    """ptycho-train --backend tensorflow: same configs, dispatched through the backend selector."""
-    from ptycho.workflows.backend_selector import run_cdi_example_with_backend
-    from ptycho.workflows.components import save_outputs as save_tf_outputs
-
-    amplitude, phase, results = run_cdi_example_with_backend(train, test, payload.tf_training_config,
-                                                             payload.execution_config)
-    print(f"bundle: {results['bundle_path']} (backend tensorflow)")
-    print(f"training: {results['train_samples_per_s']:.1f} samples/s over {results['train_seconds']:.1f} s")
-    paths = save_tf_outputs(amplitude, phase, results, output_dir / "reconstruction")
-    if amplitude is not None:
-        _print_metrics(results.get("metrics"))
-        print(f"reconstruction: {results['reconstruction'].patterns_per_s:.0f} patterns/s")
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    return 0
 
 
 def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
@@ -292,36 +267,26 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
     add_execution_arguments(parser, inference=True)
     add_backend_argument(parser)
     args = parser.parse_args(argv)
-    _refuse_pytorch_only_options_with_tensorflow(parser, args)
+    _check_backend_or_exit(parser, args)
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
-        if getattr(args, "backend", "pytorch") == "tensorflow":
-            from ptycho.tf_inference import run_tf_inference_workflow
-
-            overrides = overrides_from_args(args, skip=("model_path", "test_data_file", "output_dir", "backend"))
-            _setup_logging(overrides.get("enable_progress_bar") is False)
-            result = run_tf_inference_workflow(args.model_path, args.test_data_file, args.output_dir, overrides,
-                                               command=["ptycho-infer", *argv])
-            _print_metrics(result["metrics"])
-            print(f"reconstruction: {result['patterns_per_s']:.0f} patterns/s")
-            for name, path in result["paths"].items():
-                print(f"{name}: {path}")
-            return 0
         from ptycho.data_contract import load_scan
+        from ptycho.outputs import config_snapshot, write_config_snapshot
+        from ptycho.workflows.inference import run_inference
         from ptycho_torch.config_factory import create_inference_payload
-        from ptycho_torch.inference import run_pytorch_inference_workflow
 
         overrides = overrides_from_args(args, skip=("model_path", "test_data_file", "output_dir"))
         _setup_logging(overrides.get("enable_progress_bar") is False)
         payload = create_inference_payload(args.model_path, args.test_data_file, args.output_dir, overrides)
         load_scan(args.test_data_file)  # a bad scan fails before anything is written
-        write_run_snapshot(Path(payload.tf_inference_config.output_dir), payload, ["ptycho-infer", *argv])
-        result = run_pytorch_inference_workflow(payload)
+        cfg = payload.tf_inference_config
+        write_config_snapshot(cfg.output_dir, config_snapshot("infer", cfg.backend, ["ptycho-infer", *argv],
+                                                              payload.to_dict()))
+        result = run_inference(payload)
         _print_metrics(result["metrics"])
         print(f"reconstruction: {result['patterns_per_s']:.0f} patterns/s")
-        for name, path in result["paths"].items():
-            print(f"{name}: {path}")
-        return 0
+        _print_paths(result["paths"])
+        return EXIT_OK
 
     return _guard(parser.prog, body)

@@ -6,7 +6,9 @@ config (what legacy code and bundles see), the torch-side configs, and the execu
 
 Precedence, highest first: ``overrides`` > ``execution_config`` > CLI defaults > torch defaults > canonical
 defaults. CLIs put only flags the user actually gave into ``overrides``, so their defaults are the torch defaults.
-``nphotons`` comes from overrides, else the NPZ ``_metadata``, else the canonical 1e9.
+Exceptions: ``nphotons`` never takes the torch default (1e5); it comes from overrides, else the training NPZ's
+``_metadata``, else the canonical 1e9 (``_resolve_nphotons``; at inference, from the bundle). ``N`` comes from
+overrides, else the NPZ's probe size, else 64; ``neighbor_count`` defaults to max(4, gridsize**2).
 
 The factory is deterministic (equal inputs give an equal payload and an equal ``payload_fingerprint``): the
 launcher's ranks each rebuild the payload and compare fingerprints before training.
@@ -30,9 +32,9 @@ from ptycho.config.config import (
     PyTorchExecutionConfig,
     TrainingConfig,
 )
-from ptycho.data_contract import nphotons_in_metadata, read_metadata, read_probe_size
+from ptycho.bundle_format import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
+from ptycho.data_contract import MEMORY_SOURCE, ScanData, nphotons_in_metadata, read_metadata, read_probe_size
 from ptycho_torch import config_params as pt
-from ptycho_torch.bundle import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
 from ptycho_torch.config_bridge import to_inference_config, to_training_config
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "InferencePayload",
     "create_training_payload",
     "create_inference_payload",
+    "payload_from_config",
     "infer_probe_size",
     "populate_legacy_params",
     "payload_fingerprint",
@@ -149,12 +152,15 @@ def infer_probe_size(data_file: PathLike) -> int:
         return FALLBACK_N
 
 
-def _resolve_nphotons(overrides: Mapping[str, Any], data_file: Path) -> tuple[float, str]:
+def _resolve_nphotons(overrides: Mapping[str, Any], data: Union[Path, ScanData]) -> tuple[float, str]:
     if overrides.get("nphotons") is not None:
         return float(overrides["nphotons"]), "overrides"
-    recorded = nphotons_in_metadata(read_metadata(data_file))
+    if isinstance(data, ScanData):
+        recorded, where = data.nphotons_from_metadata(), f"metadata of {data.source}"
+    else:
+        recorded, where = nphotons_in_metadata(read_metadata(data)), f"metadata of {data.name}"
     if recorded is not None:
-        return recorded, f"metadata of {data_file.name}"
+        return recorded, where
     return CANONICAL_DEFAULT_NPHOTONS, "canonical default"
 
 
@@ -230,25 +236,37 @@ def populate_legacy_params(tf_config: Union[TrainingConfig, InferenceConfig, Mod
 
 
 def create_training_payload(
-    train_data_file: PathLike,
+    train_data_file: Union[PathLike, ScanData],
     output_dir: PathLike,
     overrides: Optional[Mapping[str, Any]] = None,
     execution_config: Optional[PyTorchExecutionConfig] = None,
 ) -> TrainingPayload:
-    """Build every config of a training run and fill ``params.cfg``."""
+    """Build every config of a training run and fill ``params.cfg``.
+
+    ``train_data_file`` is a scan file, or a scan already in memory (``ScanData``, e.g. from Ptychodus): then N
+    and nphotons come from it as they would from its file.
+    """
     overrides = dict(overrides or {})
     if "n_images" in overrides:
         warnings.warn("override 'n_images' is deprecated; use 'n_groups'", DeprecationWarning, stacklevel=2)
         overrides.setdefault("n_groups", overrides.pop("n_images"))
     _check_keys(overrides, TRAINING_OVERRIDE_KEYS, "create_training_payload")
-    train_path = _existing_file(train_data_file, "training data file")
+    in_memory = isinstance(train_data_file, ScanData)
+    if in_memory:
+        train_data: Union[Path, ScanData] = train_data_file
+        train_path = Path(train_data_file.source)
+    else:
+        train_data = train_path = _existing_file(train_data_file, "training data file")
     if overrides.get("test_data_file") is not None:
         overrides["test_data_file"] = _existing_file(overrides["test_data_file"], "test data file")
     if overrides.get("n_groups") is None:
         raise ValueError("n_groups is required: how many groups (samples) to draw from the training scan")
 
-    N = int(overrides["N"]) if overrides.get("N") is not None else infer_probe_size(train_path)
-    nphotons, nphotons_source = _resolve_nphotons(overrides, train_path)
+    if overrides.get("N"):
+        N = int(overrides["N"])
+    else:
+        N = train_data_file.N if in_memory else infer_probe_size(train_path)
+    nphotons, nphotons_source = _resolve_nphotons(overrides, train_data)
     data, model = _torch_configs(overrides, N, nphotons)
     t_defaults = pt.TrainingConfig()
     training = pt.TrainingConfig(
@@ -287,7 +305,8 @@ def create_inference_payload(
     _check_keys(overrides, INFERENCE_OVERRIDE_KEYS, "create_inference_payload")
     bundle = resolve_bundle_path(model_path)
     test_path = _existing_file(test_data_file, "test data file")
-    trained = read_bundle_configs(bundle)["training_config"]
+    # The bundle must be one the requested backend wrote: one clear error naming both, before anything runs.
+    trained = read_bundle_configs(bundle, backend=overrides.get("backend", "pytorch"))["training_config"]
     trained_model = trained.model
     for key in sorted(_ARCHITECTURE_KEYS & set(overrides)):
         if overrides[key] != getattr(trained_model, key):
@@ -308,6 +327,8 @@ def create_inference_payload(
         debug=bool(overrides.get("debug", False)),
     )
     canonical_overrides = {k: v for k, v in merged.items() if k in _MODEL_KEYS}
+    if "backend" in overrides:
+        canonical_overrides["backend"] = overrides["backend"]
     canonical_overrides.update(
         model_path=bundle, test_data_file=test_path, output_dir=Path(output_dir).expanduser().resolve()
     )
@@ -317,3 +338,24 @@ def create_inference_payload(
     params.cfg["nphotons"] = nphotons
     applied = dict(overrides, N=data.N, model_path=str(bundle), bundle_name=BUNDLE_NAME)
     return InferencePayload(tf_config, data, inference, execution, _json_safe(applied))
+
+
+def payload_from_config(config: TrainingConfig, train: ScanData,
+                        execution_config: Optional[PyTorchExecutionConfig] = None) -> TrainingPayload:
+    """The payload of a canonical ``TrainingConfig`` built in code (notebooks, ``backend_selector``, Ptychodus).
+
+    Every field of the config is kept, through the same builder as ``ptycho-train``; what the config leaves open
+    follows the factory's rules: ``N=0`` and ``n_groups=None`` come from the scan, and ``nphotons`` left at the
+    canonical default comes from the scan's metadata when it records one (so the same data trains at the same
+    loss scale from a config object and from ``ptycho-train``).
+    """
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
+    overrides: dict[str, Any] = {k: v for k, v in config.model.to_dict().items() if not (k == "N" and not v)}
+    for f in dataclasses.fields(TrainingConfig):
+        if f.name in _TRAINING_ONLY and f.name not in ("test_data_file", "n_groups"):
+            overrides[f.name] = getattr(config, f.name)
+    if config.nphotons == CANONICAL_DEFAULT_NPHOTONS:
+        overrides.pop("nphotons")
+    overrides["n_groups"] = config.n_groups or train.n_positions
+    return create_training_payload(train, config.output_dir, overrides, execution_config)

@@ -175,21 +175,21 @@ def _launch(*extra: str, scan: str = "train") -> Callable[[dict], list[str]]:
 
 
 CASES = [
-    *[Case(f"train {name}", "ptycho-train", _train(name), 1, message) for name, message in SCAN_MESSAGES.items()],
-    *[Case(f"infer {name}", "ptycho-infer", _infer(scan=name), 1, message)
+    *[Case(f"train {name}", "ptycho-train", _train(name), 2, message) for name, message in SCAN_MESSAGES.items()],
+    *[Case(f"infer {name}", "ptycho-infer", _infer(scan=name), 2, message)
       for name, message in SCAN_MESSAGES.items() if name in ("no_diffraction", "nan_diffraction", "empty_scan")],
     *[Case(f"launch {name}", "ptycho-launch", _launch(scan=name), 2, message)
       for name, message in SCAN_MESSAGES.items() if name in ("no_probe", "complex_amplitudes", "short_xcoords")],
-    Case("train corrupt npz", "ptycho-train", _train("corrupt_npz"), 1, "corrupt.npz: is not a readable NPZ"),
-    Case("train truncated npz", "ptycho-train", _train("truncated_npz"), 1, "truncated.npz: is not a readable NPZ"),
+    Case("train corrupt npz", "ptycho-train", _train("corrupt_npz"), 2, "corrupt.npz: is not a readable NPZ"),
+    Case("train truncated npz", "ptycho-train", _train("truncated_npz"), 2, "truncated.npz: is not a readable NPZ"),
     Case("launch truncated npz", "ptycho-launch", _launch(scan="truncated_npz"), 2, "truncated.npz: invalid scan"),
-    *[Case(f"infer {name}", "ptycho-infer", _infer(bundle=name), 1, message) for name, message in BUNDLE_MESSAGES.items()],
+    *[Case(f"infer {name}", "ptycho-infer", _infer(bundle=name), 2, message) for name, message in BUNDLE_MESSAGES.items()],
     Case("launch infer bundle_future_format", "ptycho-launch",
          lambda p: ["infer", "--cluster", "debug", "--model_path", str(p["bundle_future_format"]), "--test_data_file",
                     str(p["test"]), "--output_dir", str(p["out"])], 2, "upgrade ptychopinn"),
-    Case("n_groups larger than the scan", "ptycho-train", _train("train", "--n_groups", "500"), 1, "n_groups"),
+    Case("n_groups larger than the scan", "ptycho-train", _train("train", "--n_groups", "500"), 2, "n_groups"),
     Case("gridsize C above neighbor_count", "ptycho-train",
-         _train("train", "--gridsize", "3", "--neighbor_count", "4"), 1, "neighbor_count"),
+         _train("train", "--gridsize", "3", "--neighbor_count", "4"), 2, "neighbor_count"),
     Case("unknown strategy", "ptycho-train", _train("train", "--strategy", "horovod"), 2, "--strategy: invalid choice"),
     Case("unknown accelerator", "ptycho-launch", _launch("--accelerator", "tpu9"), 2, "--accelerator: invalid choice"),
     Case("unknown profile", "ptycho-launch", _launch("--profile", "no-such-site"), 2, "no-such-site"),
@@ -201,10 +201,10 @@ CASES = [
     Case("partition with a newline", "ptycho-launch", _launch("--partition", "debug\ntouch PWNED"), 2,
          "--partition 'debug\\ntouch PWNED': contains a newline"),
     Case("output dir under a file", "ptycho-train",
-         lambda p: ["--train_data_file", str(p["train"]), "--output_dir", str(p["a_file"] / "out")], 1, "a_file"),
+         lambda p: ["--train_data_file", str(p["train"]), "--output_dir", str(p["a_file"] / "out")], 2, "a_file"),
     Case("output dir not writable", "ptycho-infer",
          lambda p: ["--model_path", str(p["bundle"]), "--test_data_file", str(p["test"]), "--output_dir",
-                    "/proc/ptycho-out"], 1, "/proc/ptycho-out"),
+                    "/proc/ptycho-out"], 2, "/proc/ptycho-out"),
     Case("run dir not writable", "ptycho-launch",
          lambda p: ["train", "--cluster", "debug", "--train_data_file", str(p["train"]), "--run-dir",
                     "/proc/ptycho-run/x"], 2, "/proc/ptycho-run"),
@@ -261,8 +261,8 @@ def test_disk_full_while_writing_leaves_no_partial_file(inputs, tmp_path, capsys
 
 def test_console_scripts_fail_cleanly(inputs):
     """The installed executables, one per CLI: exit status and a single line on stderr."""
-    for cli, argv, code in (("ptycho-train", _train("nan_diffraction")(inputs), 1),
-                            ("ptycho-infer", _infer(bundle="bundle_truncated")(inputs), 1),
+    for cli, argv, code in (("ptycho-train", _train("nan_diffraction")(inputs), 2),
+                            ("ptycho-infer", _infer(bundle="bundle_truncated")(inputs), 2),
                             ("ptycho-launch", _launch(scan="corrupt_npz")(inputs), 2)):
         res = subprocess.run([str(BIN / cli), *argv], capture_output=True, text=True, timeout=120,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -129,7 +129,7 @@ def test_missing_training_file_is_one_line(tmp_path, capsys):
     missing = tmp_path / "missing.npz"
     code = run_training_cli(["--train_data_file", str(missing), "--output_dir", str(tmp_path / "out"),
                              "--quiet"])
-    assert code == 1
+    assert code == 2  # invalid input: the one exit-code convention (README)
     captured = capsys.readouterr()
     line = _one_error_line(captured.err, "ptycho-train")
     assert "missing.npz" in line
@@ -139,7 +139,7 @@ def test_missing_training_file_is_one_line(tmp_path, capsys):
 def test_missing_test_file_is_one_line(scans, tmp_path, capsys):
     code = run_training_cli(["--train_data_file", str(scans["train"]), "--test_data_file",
                              str(tmp_path / "nope.npz"), "--output_dir", str(tmp_path / "out"), "--quiet"])
-    assert code == 1
+    assert code == 2  # invalid input: the one exit-code convention (README)
     assert "nope.npz" in _one_error_line(capsys.readouterr().err, "ptycho-train")
 
 
@@ -148,20 +148,20 @@ def test_corrupt_npz_is_one_line(tmp_path, capsys):
     corrupt.write_bytes(b"PK\x03\x04 this is not really a zip archive")
     code = run_training_cli(["--train_data_file", str(corrupt), "--output_dir", str(tmp_path / "out"),
                              "--quiet"])
-    assert code == 1
+    assert code == 2  # invalid input: the one exit-code convention (README)
     assert "corrupt.npz" in _one_error_line(capsys.readouterr().err, "ptycho-train")
 
 
 def test_inference_with_missing_bundle(scans, tmp_path, capsys):
     code = run_inference_cli(["--model_path", str(tmp_path / "no_model"), "--test_data_file", str(scans["test"]),
                               "--output_dir", str(tmp_path / "out"), "--quiet"])
-    assert code == 1
+    assert code == 2  # invalid input: the one exit-code convention (README)
     assert "model archive not found" in _one_error_line(capsys.readouterr().err, "ptycho-infer")
 
 
 def test_gridsize_override_contradicting_the_bundle(round_trip, scans, tmp_path, capsys, monkeypatch):
     """The architecture comes from the bundle: ptycho-infer has no --gridsize flag (usage error, exit 2), and a
-    gridsize override reaching the factory (as the launcher or a notebook may pass) is a one-line error, exit 1."""
+    gridsize override reaching the factory (as the launcher or a notebook may pass) is a one-line error, exit 2 too (invalid input)."""
     argv = ["--model_path", str(round_trip["train_dir"]), "--test_data_file", str(scans["test"]),
             "--output_dir", str(tmp_path / "out"), "--quiet"]
     with pytest.raises(SystemExit) as info:
@@ -180,7 +180,7 @@ def test_gridsize_override_contradicting_the_bundle(round_trip, scans, tmp_path,
 
     monkeypatch.setattr(config_factory, "create_inference_payload", with_gridsize)
     code = run_inference_cli(argv)
-    assert code == 1
+    assert code == 2  # invalid input: the one exit-code convention (README)
     line = _one_error_line(capsys.readouterr().err, "ptycho-infer")
     assert "gridsize=1" in line and "retrain" in line
     assert not (tmp_path / "out" / "reconstruction.npz").exists()

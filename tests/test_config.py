@@ -1,5 +1,8 @@
 """Canonical configs: defaults, validation on construction and assignment, round trips, no torch import."""
 
+import ast
+import dataclasses
+import inspect
 import json
 import pickle
 import subprocess
@@ -9,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import ptycho.config.config as config_module
 from ptycho.config.config import (
     InferenceConfig,
     ModelConfig,
@@ -162,3 +166,29 @@ def test_importing_the_config_does_not_import_torch_or_tensorflow():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _undocumented_fields(cls: type) -> list[str]:
+    """Dataclass fields of ``cls`` whose line in the class body is not directly preceded by a ``#:`` comment."""
+    lines = inspect.getsource(config_module).splitlines()
+    tree = ast.parse("\n".join(lines))
+    body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__).body
+    seen, missing = set(), []
+    for node in body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        if "ClassVar" not in ast.unparse(node.annotation):
+            name = node.target.id
+            seen.add(name)
+            above = lines[node.lineno - 2].strip()
+            if not (above.startswith("#:") and above[2:].strip()):
+                missing.append(name)
+    assert seen == {f.name for f in dataclasses.fields(cls)}, "the parser must see exactly the dataclass fields"
+    return missing
+
+
+@pytest.mark.parametrize("cls", [PyTorchExecutionConfig, ModelConfig, TrainingConfig, InferenceConfig])
+def test_every_config_field_is_documented(cls):
+    """Each field needs a ``#:`` comment right above it (what it does, unit, default), like torchtitan's job config."""
+    missing = _undocumented_fields(cls)
+    assert not missing, f"{cls.__name__}: add a '#: what it does, unit, default' comment above {missing}"

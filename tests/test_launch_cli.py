@@ -142,3 +142,27 @@ def test_dry_run_notice_for_one_rank_ddp(scans, tmp_path):
     assert "runs as strategy 'auto'" in res.stderr
     _, plan = _split_dry_run(res.stdout)
     assert plan["plan"]["trainer"]["strategy"] == "auto" and plan["spec"]["overrides"]["strategy"] == "auto"
+
+
+@pytest.mark.parametrize("command", ["train", "infer"])
+def test_dry_run_and_emit_sbatch_together_are_a_usage_error(scans, tmp_path, command):
+    """Both at once used to let one win silently; now argparse refuses the pair before anything is validated."""
+    if command == "train":
+        args = _train(scans, "--cluster", "slurm")
+    else:
+        args = ("infer", "--model_path", str(tmp_path / "model"), "--test_data_file", str(scans["test"]),
+                "--output_dir", str(tmp_path / "out"), "--cluster", "slurm")
+    res = launch(*args, "--dry-run", "--emit-sbatch")
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--emit-sbatch: not allowed with argument --dry-run" in lines[0], res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_help_does_not_promise_a_simulated_dataset():
+    """ptycho-train simulates data without --train_data_file; the launcher never does, and its help says so."""
+    res = launch("train", "--help")
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "--train_data_file TRAIN_DATA_FILE training scan NPZ (required" in text, text
+    assert "simulate the embedded" not in text

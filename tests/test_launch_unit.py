@@ -296,3 +296,12 @@ def test_input_list_skips_comments_and_resolves_relative_to_the_list(tmp_path):
         arrays.read_input_list(tmp_path / "empty.txt")
     with pytest.raises(LaunchError, match="cannot be read"):
         arrays.read_input_list(tmp_path / "missing.txt")
+
+
+def test_launcher_commands_import_no_backend():
+    """Validation runs on login nodes: parsing and preparing a launch must not pay for torch or TensorFlow."""
+    mods = "launcher.cli, launcher.train_command, launcher.infer_command, launcher.watch, launcher.plan"
+    code = (f"import sys, {mods}; bad = [m for m in ('torch', 'tensorflow', 'lightning') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr

@@ -74,7 +74,7 @@ def test_bundle_round_trip_restores_weights_and_intensity_scale(trained, tmp_pat
 
 
 def test_loaded_model_reproduces_the_trained_reconstruction(trained, scans):
-    from ptycho.tf_inference import reconstruct_scan_tf
+    from ptycho.tf.inference import reconstruct_scan_tf
     from ptycho.workflows.components import load_inference_bundle
 
     cfg, amplitude, phase, _ = trained
@@ -202,7 +202,7 @@ def test_cli_train_and_infer_with_tensorflow(scans, tmp_path):
     wrong = subprocess.run([str(bin_dir / "ptycho-infer"), "--model_path", str(tmp_path / "run"), "--test_data_file",
                             str(test), "--output_dir", str(tmp_path / "inf2")], capture_output=True, text=True,
                            timeout=300)
-    assert wrong.returncode == 1 and "'tensorflow' backend" in wrong.stderr
+    assert wrong.returncode == 2 and "'tensorflow' backend" in wrong.stderr
     dist = subprocess.run([str(bin_dir / "ptycho-train"), "--backend", "tensorflow", "--devices", "2",
                            "--train_data_file", str(train)], capture_output=True, text=True, timeout=120)
     assert dist.returncode == 2 and "single-process" in dist.stderr and dist.stderr.count("\n") == 1

@@ -16,7 +16,7 @@ from ptycho import model_manager, params  # noqa: E402
 from ptycho.bundle_format import BUNDLE_NAME  # noqa: E402
 from ptycho.config.config import ModelConfig, PyTorchExecutionConfig, TrainingConfig  # noqa: E402
 from ptycho.errors import BundleError  # noqa: E402
-from ptycho.model import build_model  # noqa: E402
+from ptycho.tf.model import build_model  # noqa: E402
 from ptycho.simulate import make_probe  # noqa: E402
 
 

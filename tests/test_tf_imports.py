@@ -31,13 +31,15 @@ def test_config_pickles_with_n_zero():
 
 
 def test_backend_selector_errors(monkeypatch):
+    from ptycho import backends
     from ptycho.config.config import TrainingConfig
     from ptycho.workflows import backend_selector
 
     with pytest.raises(ValueError, match="unknown backend 'jax'"):
         backend_selector.require_backend("jax")
-    real = backend_selector._importable
-    monkeypatch.setattr(backend_selector, "_importable", lambda m: m != "torch" and real(m))
+    real = backends._importable
+    monkeypatch.setattr(backends, "_importable", lambda m: m != "torch" and real(m))
+    monkeypatch.setattr(backends, "_LOADED", {})
     with pytest.raises(RuntimeError, match="PyTorch backend selected.*pip install -c constraints.txt -e ."):
         backend_selector.run_cdi_example_with_backend(None, None, TrainingConfig(backend="pytorch"))
     with pytest.raises(ValueError, match="TrainingConfig.backend must be one of"):
@@ -50,16 +52,21 @@ def test_update_legacy_dict_runs_before_dispatch(monkeypatch):
     from ptycho.simulate import simulate_scan
     from ptycho.workflows import backend_selector
 
+    from ptycho import backends
+
     seen = {}
 
-    def fake(train, test, config, execution, do_stitching=True):
-        seen.update(params.cfg)
-        return None, None, {}
+    class Fake:
+        """A registered backend that records params.cfg when asked to train."""
 
-    import ptycho.workflows.components as components
+        name = "tensorflow"
 
-    monkeypatch.setattr(backend_selector, "require_backend", lambda b: None)
-    monkeypatch.setattr(components, "run_cdi_example", fake)
+        def train(self, payload, train, test, hooks=None, write_bundle=True):
+            seen.update(params.cfg)
+            return {"is_global_zero": True}
+
+    monkeypatch.setattr(backends, "require_backend", lambda b: backends.SPECS[b])
+    monkeypatch.setattr(backends, "_LOADED", {"tensorflow": Fake()})
     params.cfg.clear()
     scan = simulate_scan(N=64, object_size=64, n_positions=1, seed=0)
     _, _, results = backend_selector.run_cdi_example_with_backend(

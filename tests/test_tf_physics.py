@@ -84,7 +84,7 @@ def _torch_to_keras(torch_model, keras_model) -> None:
 
 def test_network_input_and_unet_match_torch_with_the_same_weights():
     from ptycho.config.config import ModelConfig
-    from ptycho.model import INPUT_PLANES, build_model, network_input
+    from ptycho.tf.model import INPUT_PLANES, build_model, network_input
     from ptycho_torch import model as torch_model
 
     assert INPUT_PLANES == torch_model.INPUT_PLANES

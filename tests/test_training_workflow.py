@@ -28,12 +28,14 @@ from ptycho_torch import trainer as trainer_module
 from ptycho_torch.bundle import BUNDLE_NAME, load_torch_bundle
 from ptycho_torch.config_factory import create_training_payload
 from ptycho_torch.data import GroupedTensors, PtychoDataModule, loader_kwargs
-from ptycho_torch.inference import metrics_against_truth, reconstruct_scan
+from ptycho.metrics import metrics_against_truth
+from ptycho_torch.inference import reconstruct_scan
 from ptycho_torch.lightning_module import PtychoPINNModule, build_scheduler
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.physics import normalize_probe
 from ptycho_torch.trainer import build_trainer, trainer_arguments
-from ptycho_torch.workflows.components import run_cdi_example_torch, train_cdi_model_torch
+from ptycho.workflows.training import train_and_reconstruct
+from ptycho_torch.workflows.components import train_cdi_model_torch
 
 torch.set_num_threads(1)
 
@@ -57,7 +59,9 @@ def trained(scans, tmp_path_factory):
     )
     train, test = load_scan(scans["train"]), load_scan(scans["test"])
     assert not np.array_equal(train.object_guess, test.object_guess)
-    amplitude, phase, results = run_cdi_example_torch(train, test, payload)
+    results = train_and_reconstruct(payload, train, test)
+    recon = results["reconstruction"]
+    amplitude, phase = np.abs(recon.object), np.angle(recon.object)
     return {"payload": payload, "output_dir": output_dir, "amplitude": amplitude, "phase": phase,
             "results": results}
 

@@ -173,16 +173,34 @@ class ModelConfig(_ValidatedConfig):
     pattern size once the child has read the data. Training and inference refuse a config that still has N=0.
     """
 
+    #: Side of the diffraction patterns and of the object patches, in pixels: 64, 128 or 256 (0: not known yet).
+    #: Default 64.
     N: int = 64
+    #: Each sample is a group of gridsize x gridsize neighbouring scan positions (C = gridsize**2 patterns);
+    #: 1 trains on single patterns. Default 1.
     gridsize: int = 1
+    #: Width multiplier of the U-Net: its first level has 16 * n_filters_scale channels. Default 2.
     n_filters_scale: int = 2
+    #: "pinn" learns through the diffraction physics (no ground truth needed); "supervised" regresses the
+    #: ground-truth object patches (needs objectGuess or Y in the data). Default "pinn".
     model_type: str = "pinn"
+    #: Activation of the amplitude head: sigmoid, swish, softplus, relu or silu (= swish). Default "sigmoid".
     amp_activation: str = "sigmoid"
+    #: Apply the real-space overlap constraint across the C patches of a group (gridsize > 1), in training and
+    #: inference alike. Default True.
     object_big: bool = True
+    #: False (with ``pad_object``) restricts the predicted object to the central N/2 x N/2 pixels of each patch;
+    #: True lets it fill the whole patch. Default True.
     probe_big: bool = True
+    #: Zero the probe outside its support (pixels where |P| >= 5% of its maximum). Default False.
     probe_mask: bool = False
+    #: With ``probe_big=False``, mask the object outside the central N/2 x N/2 pixels; no effect otherwise.
+    #: Default True.
     pad_object: bool = True
+    #: Probe normalisation, unitless: the probe is divided by probe_scale * mean|P| over its support. Default 4.0.
     probe_scale: float = 4.0
+    #: Standard deviation, in pixels, of a Gaussian low-pass applied to the predicted amplitude and phase (a prior
+    #: against high-frequency artefacts at low dose); 0 turns it off. Default 0.0.
     gaussian_smoothing_sigma: float = 0.0
 
     _checks: ClassVar[dict[str, Check]] = {
@@ -204,26 +222,57 @@ class ModelConfig(_ValidatedConfig):
 class TrainingConfig(_ValidatedConfig):
     """What to train on and how the loss is built. ``n_images`` is a deprecated alias of ``n_groups``."""
 
+    #: The network to train. Default: ``ModelConfig()``.
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: NPZ scan to train on (docs/data-contract.md). Default None (must be set before training).
     train_data_file: Optional[Path] = None
+    #: NPZ scan to validate on; None holds out 10% of the training groups instead. Default None.
     test_data_file: Optional[Path] = None
+    #: Groups per batch on each rank; an optimizer step sees batch_size * accum_steps * world size groups.
+    #: Default 16.
     batch_size: int = 16
+    #: Number of training epochs (passes over the grouped training data). Default 50.
     nepochs: int = 50
+    #: Weight of the mean absolute error between predicted and measured diffraction amplitudes; 0 is off.
+    #: Default 0.0.
     mae_weight: float = 0.0
+    #: Weight of the Poisson negative log-likelihood of the measured photon counts; 0 is off. Default 1.0.
     nll_weight: float = 1.0
+    #: Weight of the mean absolute error between object patches and the ground truth (needs objectGuess or Y);
+    #: 0 is off. Default 0.0.
     realspace_mae_weight: float = 0.0
+    #: Weight of the mean squared error between object patches and the ground truth (needs objectGuess or Y);
+    #: 0 is off. Default 0.0.
     realspace_weight: float = 0.0
+    #: Dose: mean photons per diffraction pattern, which sets the Poisson noise model's intensity scale.
+    #: Default 1e9; left at that, the factory takes the value the training scan's ``_metadata`` records, if any.
     nphotons: float = 1e9
+    #: Number of groups (training samples) drawn from the training scan; None: one per scan position.
+    #: Default None.
     n_groups: Optional[int] = None
+    #: Deprecated alias of ``n_groups``: assigning it copies the value to ``n_groups``. Default None.
     n_images: Optional[int] = field(default=None, repr=False, compare=False)
+    #: Draw the groups from only this many scan positions (random ones, or the first ones with
+    #: ``sequential_sampling``); None uses every position. Default None.
     n_subsample: Optional[int] = None
+    #: Seed of the group draw; None uses the execution config's ``seed`` (every rank must draw the same groups).
+    #: Default None.
     subsample_seed: Optional[int] = None
+    #: K: each group takes its C-1 partners among the K nearest scan positions (K >= gridsize**2). Default 4.
     neighbor_count: int = 4
+    #: Take seed positions (and the ``n_subsample`` pool) in scan order instead of at random. Default False.
     sequential_sampling: bool = False
+    #: Legacy ``params.cfg`` switch (``positions.provided``), kept for clients that set it; the current training
+    #: and inference pipelines do not read it. Default True.
     positions_provided: bool = True
+    #: Learn the probe together with the network. Default False.
     probe_trainable: bool = False
+    #: Learn the intensity scale (photon counts per normalised amplitude) together with the network.
+    #: Default True.
     intensity_scale_trainable: bool = True
+    #: Run directory: bundle (wts.h5.zip), checkpoints/, logs. Default "training_outputs".
     output_dir: Path = Path("training_outputs")
+    #: "pytorch" or "tensorflow" (single-process only). Default "pytorch".
     backend: str = "pytorch"
 
     _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir")
@@ -278,15 +327,27 @@ class TrainingConfig(_ValidatedConfig):
 class InferenceConfig(_ValidatedConfig):
     """What to reconstruct and with which trained model."""
 
+    #: The trained network's architecture (the factory takes it from the bundle). Default: ``ModelConfig()``.
     model: ModelConfig = field(default_factory=ModelConfig)
+    #: Trained bundle: ``wts.h5.zip`` or the folder holding it. Default None (must be set before inference).
     model_path: Optional[Path] = None
+    #: NPZ scan to reconstruct. Default None (must be set before inference).
     test_data_file: Optional[Path] = None
+    #: Reconstruct from groups seeded at the first n_groups scan positions; None: every position. Default None.
     n_groups: Optional[int] = None
+    #: Accepted for symmetry with ``TrainingConfig``; inference groups positions in scan order and does not read
+    #: it. Default None.
     n_subsample: Optional[int] = None
+    #: Accepted for symmetry with ``TrainingConfig``; inference grouping is deterministic and does not read it.
+    #: Default None.
     subsample_seed: Optional[int] = None
+    #: K: each group takes its C-1 partners among the K nearest scan positions (K >= gridsize**2). Default 4.
     neighbor_count: int = 4
+    #: Legacy switch kept for clients that set it; the current inference pipelines do not read it. Default False.
     debug: bool = False
+    #: Where the reconstruction (arrays, images, metrics) is written. Default "inference_outputs".
     output_dir: Path = Path("inference_outputs")
+    #: "pytorch" or "tensorflow". Default "pytorch".
     backend: str = "pytorch"
 
     _path_fields: ClassVar[tuple[str, ...]] = ("model_path", "test_data_file", "output_dir")
@@ -308,48 +369,109 @@ class InferenceConfig(_ValidatedConfig):
 class PyTorchExecutionConfig(_ValidatedConfig):
     """How to run: hardware, parallelism, data loading, optimisation, checkpointing, logging, inference knobs.
 
-    ``n_devices`` is devices (ranks) per node; the world size is ``n_devices * nodes``.
-    ``middle_trim`` is the side (pixels) of the central window of each predicted patch kept when stitching;
-    0 selects the probe-weighted window |P|^2 instead. ``pad_eval`` makes the stitched canvas cover every patch in
-    full rather than only the box of scan centres. ``inference_batch_size=None`` picks a batch size automatically.
-    ``refine_iterations`` > 0 polishes the stitched object with that many gradient steps against the scan's own
-    diffraction data (ptycho_torch/refine.py): slower than the single network pass, much closer to the truth.
-    ``refine_smoothing`` (0..1) is how far each refinement step pulls the object towards its 1-pixel Gaussian blur,
-    a prior against photon noise: 0 trusts the data alone, raise it at low dose.
-    ``max_minutes`` stops training after that wall time (a CPU/GPU budget); ``seed`` seeds everything.
-    ``checkpoint_every_n_steps`` / ``checkpoint_every_minutes`` also refresh ``checkpoints/last.ckpt`` mid-epoch,
-    bounding the work a preempted or failed run loses (None: at epoch ends only).
+    Every field is documented by the ``#:`` comment above it (tests/test_config.py fails on an undocumented one).
+    The world size (ranks) is ``n_devices * nodes``. The TensorFlow backend runs single-process and reads only
+    learning_rate, scheduler, gradient_clip_val, early_stop_patience, enable_progress_bar, seed, max_minutes,
+    inference_batch_size, middle_trim and pad_eval; every other field is for the PyTorch backend.
     """
 
+    # --- hardware and parallelism -----------------------------------------------------------------------------
+    #: Lightning accelerator: "auto" (what is available), "cpu", "gpu", "cuda" (same as "gpu") or "mps".
+    #: Inference runs on CUDA for "gpu"/"cuda", or "auto" with CUDA available, else on the CPU. Default "auto".
     accelerator: str = "auto"
+    #: Lightning strategy: "auto", "ddp", "ddp_spawn" or "fsdp" (GPU only). More than one node needs "ddp" or
+    #: "fsdp". Default "auto".
     strategy: str = "auto"
+    #: Devices (ranks) per node, Lightning ``devices``. Default 1.
     n_devices: int = 1
+    #: Number of nodes, Lightning ``num_nodes``; > 1 needs strategy "ddp" or "fsdp". Default 1.
     nodes: int = 1
+    #: Lightning ``deterministic``: use deterministic torch algorithms (reproducible, sometimes slower).
+    #: Default True.
     deterministic: bool = True
+    #: Lightning numeric precision: "32-true", "32", "16-mixed", "bf16-mixed", "bf16-true" or "64-true".
+    #: Default "32-true".
     precision: str = "32-true"
+
+    # --- data loading (per rank) ------------------------------------------------------------------------------
+    #: DataLoader worker processes per rank; 0 loads in the training process. The launcher asks Slurm for
+    #: num_workers + 1 CPUs per task unless the profile sets cpus_per_task. Default 0.
     num_workers: int = 0
+    #: DataLoader ``pin_memory``: page-locked host batches, for faster host-to-GPU copies. Default False.
     pin_memory: bool = False
+    #: DataLoader ``persistent_workers``: keep the workers alive between epochs (needs num_workers > 0).
+    #: Default False.
     persistent_workers: bool = False
+    #: DataLoader ``prefetch_factor``: batches each worker loads ahead (needs num_workers > 0); None keeps
+    #: torch's default (2). Default None.
     prefetch_factor: Optional[int] = None
+
+    # --- optimisation -----------------------------------------------------------------------------------------
+    #: Adam learning rate (the initial one when a scheduler changes it). Default 1e-3.
     learning_rate: float = 1e-3
+    #: Per-epoch learning-rate schedule: "constant"; "cosine" (annealed to 0 over nepochs); "step" (x0.3 every
+    #: nepochs // 3 epochs); "exponential" (x0.95 per epoch); "plateau" (x0.5 after 3 epochs without a lower
+    #: val_loss). Default "constant".
     scheduler: str = "constant"
+    #: Clip the gradients' global L2 norm to this value before each optimizer step; None: no clipping.
+    #: Default None.
     gradient_clip_val: Optional[float] = None
+    #: Accumulate gradients over this many batches per optimizer step (Lightning ``accumulate_grad_batches``).
+    #: Default 1.
     accum_steps: int = 1
+
+    # --- checkpointing and early stopping ---------------------------------------------------------------------
+    #: Write checkpoints to ``<output_dir>/checkpoints/`` (the top-k by the monitored metric and ``last.ckpt``,
+    #: refreshed at every epoch end); ``ptycho-launch`` resumes a restarted run from the newest complete one.
+    #: Default True.
     enable_checkpointing: bool = True
+    #: How many best checkpoints (by ``checkpoint_monitor_metric``) to keep besides ``last.ckpt``; -1 keeps
+    #: all, 0 none. Default 1.
     checkpoint_save_top_k: int = 1
+    #: Metric (minimised) that ranks checkpoints and drives early stopping: "val_loss" or "train_loss";
+    #: "val_loss" falls back to "train_loss" when there is no validation data. Default "val_loss".
     checkpoint_monitor_metric: str = "val_loss"
+    #: Also refresh ``checkpoints/last.ckpt`` every N optimizer steps, bounding the work a preempted or failed
+    #: run loses (needs enable_checkpointing); None: at epoch ends only. Default None.
     checkpoint_every_n_steps: Optional[int] = None
+    #: Also refresh ``checkpoints/last.ckpt`` every M minutes of wall time (float, > 0; needs
+    #: enable_checkpointing); None: at epoch ends only. Default None.
     checkpoint_every_minutes: Optional[float] = None
+    #: Stop training after this many epochs without improvement of the monitored metric; None: never.
+    #: Default None.
     early_stop_patience: Optional[int] = None
+
+    # --- logging ----------------------------------------------------------------------------------------------
+    #: Show progress bars in training and inference. Default True.
     enable_progress_bar: bool = True
+    #: Training metrics logger: "tensorboard" (``<output_dir>/tb``), "csv" (``<output_dir>/csv``), "mlflow"
+    #: (``<output_dir>/mlruns``, needs the mlflow package) or None (no logger). Default "tensorboard".
     logger_backend: Optional[str] = "tensorboard"
+    #: With logger_backend "mlflow", log nothing instead (and do not require mlflow). Default False.
     disable_mlflow: bool = False
+
+    # --- inference --------------------------------------------------------------------------------------------
+    #: Groups per forward pass at inference; None picks one automatically (about 64 patterns of 64x64 on CPU,
+    #: 256 on CUDA, scaled by (64/N)**2). Default None.
     inference_batch_size: Optional[int] = None
+    #: Side, in pixels, of the central window of each predicted patch kept when stitching; 0 selects the
+    #: probe-weighted window |P|**2 instead. Default 32.
     middle_trim: int = 32
+    #: Make the stitched canvas cover every patch in full rather than only the box of scan centres. Default True.
     pad_eval: bool = True
+    #: Gradient steps that polish the stitched object against the scan's own diffraction data after the network
+    #: pass (ptycho_torch/refine.py): slower, much closer to the truth; 0 is off. Default 0.
     refine_iterations: int = 0
+    #: Fraction (0..1) of the way each refinement step pulls the object towards its 1-pixel Gaussian blur, a prior
+    #: against photon noise: 0 trusts the data alone, raise it at low dose. Default 0.1.
     refine_smoothing: float = 0.1
+
+    # --- reproducibility and budget ---------------------------------------------------------------------------
+    #: Seeds Python, numpy and torch (data-loader workers included), the training data's shuffle, the held-out
+    #: validation split and, when ``subsample_seed`` is None, the group draw. Default 42.
     seed: int = 42
+    #: Stop training after this many minutes of wall time (float, > 0), a CPU/GPU budget; None: no limit.
+    #: Default None.
     max_minutes: Optional[float] = None
 
     _checks: ClassVar[dict[str, Check]] = {

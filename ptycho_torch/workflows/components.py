@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from ptycho import params
 from ptycho.data_contract import ScanData
 from ptycho.grouping import GroupedData, group_scan
-from ptycho_torch.bundle import write_bundle
+from ptycho_torch.bundle import write_bundle as write_torch_bundle
 from ptycho_torch.config_factory import TrainingPayload
 from ptycho_torch.data import GroupedTensors, PtychoDataModule, to_tensors
 from ptycho_torch.lightning_module import PtychoPINNModule
@@ -26,7 +26,7 @@ from ptycho_torch.model import MODEL_NAME, PtychoPINN
 from ptycho_torch.physics import normalize_probe, probe_support
 from ptycho_torch.trainer import build_trainer
 
-__all__ = ["train_cdi_model_torch", "run_cdi_example_torch", "group_for_training", "LossHistory"]
+__all__ = ["train_cdi_model_torch", "group_for_training", "LossHistory"]
 
 log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.1
@@ -106,8 +106,9 @@ def _probe(scan: ScanData, payload: TrainingPayload) -> tuple[torch.Tensor, Opti
 
 def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
                           plugins: Optional[list[Any]] = None, callbacks: Optional[list[Callback]] = None,
-                          ckpt_path: Optional[str] = None) -> dict[str, Any]:
-    """Train on ``train_data`` (validating on ``test_data`` or a held-out 10%), write the bundle on rank zero.
+                          ckpt_path: Optional[str] = None, write_bundle: bool = True) -> dict[str, Any]:
+    """Train on ``train_data`` (validating on ``test_data`` or a held-out 10%), write the bundle on rank zero
+    (unless ``write_bundle`` is False).
 
     ``plugins`` (a cluster environment), extra ``callbacks`` and ``ckpt_path`` (resume) are the launcher's hooks.
 
@@ -140,8 +141,8 @@ def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], p
     scale = float(model.intensity_scale.detach())
     params.cfg["intensity_scale"] = scale
     bundle_path = None
-    if trainer.is_global_zero:
-        bundle_path = write_bundle(cfg.output_dir, {MODEL_NAME: model.state_dict()}, cfg, execution,
+    if trainer.is_global_zero and write_bundle:
+        bundle_path = write_torch_bundle(cfg.output_dir, {MODEL_NAME: model.state_dict()}, cfg, execution,
                                    dict(params.cfg))
         log.info("wrote %s", bundle_path)
     return {
@@ -153,17 +154,3 @@ def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], p
         "train_samples_per_s": history.samples_per_s,
         "train_seconds": history.train_seconds,
     }
-
-
-def run_cdi_example_torch(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
-                          do_stitching: bool = True) -> tuple[Optional[np.ndarray], Optional[np.ndarray], dict]:
-    """Train, then (rank zero, with a test scan) reconstruct it: returns (amplitude, phase, results)."""
-    from ptycho_torch.inference import reconstruct_scan
-
-    results = train_cdi_model_torch(train_data, test_data, payload)
-    if not do_stitching or test_data is None or not results["trainer"].is_global_zero:
-        return None, None, results
-    recon = reconstruct_scan(results["model"], test_data, payload.execution_config,
-                             neighbor_count=payload.tf_training_config.neighbor_count)
-    results["reconstruction"] = recon
-    return np.abs(recon.object), np.angle(recon.object), results

@@ -24,19 +24,10 @@ from ptycho.errors import PtychoInputError
 from ptycho.grouping import GroupedData, group_scan
 from ptycho.normalisation import amplitude_normalisation, intensity_scale, normalize_probe, probe_support
 
-__all__ = ["train_cdi_model_tf", "check_single_process", "GroupedArrays", "to_arrays", "lr_for_epoch"]
+__all__ = ["train_cdi_model_tf", "GroupedArrays", "to_arrays", "lr_for_epoch"]
 
 log = logging.getLogger(__name__)
 VALIDATION_FRACTION = 0.1
-
-
-def check_single_process(execution: PyTorchExecutionConfig) -> None:
-    """The TensorFlow backend runs in one process on one device; say so instead of silently ignoring knobs."""
-    if execution.world_size > 1 or execution.strategy != "auto":
-        raise PtychoInputError(
-            f"the TensorFlow backend runs single-process only (got strategy={execution.strategy!r}, "
-            f"devices={execution.n_devices}, nodes={execution.nodes}); use --backend pytorch for distributed training"
-        )
 
 
 @dataclass
@@ -110,12 +101,13 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
     import keras
     import tensorflow as tf
 
-    from ptycho import model_manager
-    from ptycho.model import build_model
-    from ptycho.tf_helper import poisson_nll
+    from ptycho.backends import check_execution
+    from ptycho.tf.bundle import register
+    from ptycho.tf.helper import poisson_nll
+    from ptycho.tf.model import build_model
 
     execution = execution or PyTorchExecutionConfig()
-    check_single_process(execution)
+    check_execution("tensorflow", execution)
     if cfg.model.N != train_data.N:
         raise PtychoInputError(f"{train_data.source}: patterns are {train_data.N}x{train_data.N} but "
                                f"ModelConfig.N={cfg.model.N}")
@@ -220,7 +212,7 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
 
     scale = float(np.exp(model.log_intensity_scale.numpy()))
     params.cfg["intensity_scale"] = scale
-    model_manager.register(model, cfg, execution)
+    register(model, cfg, execution)
     return {
         "model": model,
         "history": history,

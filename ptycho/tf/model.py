@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptycho.config.config import ModelConfig
-from ptycho.tf_helper import backpropagated_object, far_field_amplitude, overlap_constraint
+from ptycho.tf.helper import backpropagated_object, far_field_amplitude, overlap_constraint
 
 __all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME", "INPUT_PLANES", "network_input", "build_model"]
 

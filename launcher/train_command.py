@@ -1,0 +1,159 @@
+"""``ptycho-launch train``: validate a training request, then run it in this process (debug), as local processes
+or as one Slurm job; ``--resume`` submits an earlier run again into its own directory.
+
+Every check runs before the run directory is claimed, so a rejected request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from launcher import PROG
+from launcher.errors import LaunchError
+from launcher.plan import (JobPlan, check_gpus_per_node, factory_overrides, normalise_strategy, plan_training,
+                           request_resources, slurm_reachable)
+from launcher.rundir import load_run, now, planned_run_dir, update_run
+from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notices, saved_run, start_run
+from launcher.validate import (absolute_path, check_backend, check_grouping, check_plain_text, check_scan, check_world,
+                               check_writable_dir)
+from launcher.watch import wait_and_report
+from ptycho.config.config import PyTorchExecutionConfig
+
+__all__ = ["cmd_train", "resume_training"]
+
+
+def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], dict[str, Any]]:
+    """Validate everything and build the plan, the spec every rank receives and the config.json record."""
+    from ptycho_torch.config_factory import create_training_payload, payload_fingerprint
+
+    cluster, profile, res = request_resources(args, job_name="ptycho-train")
+    if args.train_data_file is None:
+        raise LaunchError("--train_data_file is required (ptycho-launch does not simulate data; see ptycho-simulate)")
+    if (args.output_dir is not None and args.run_dir is not None
+            and absolute_path(args.output_dir) != absolute_path(args.run_dir)):
+        raise LaunchError("--output_dir and --run-dir differ; for ptycho-launch they are the same directory, give one")
+    overrides = factory_overrides(args, profile, cluster, skip=("train_data_file", "output_dir"))
+    train_path, n_positions, _ = check_scan(args.train_data_file, "--train_data_file")
+    if overrides.get("test_data_file") is not None:
+        overrides["test_data_file"] = str(check_scan(overrides["test_data_file"], "--test_data_file")[0])
+    overrides.setdefault("n_groups", n_positions)
+    notices = [n for n in [normalise_strategy(overrides)] if n]
+    defaults = PyTorchExecutionConfig()
+    nodes, devices = overrides.get("nodes", defaults.nodes), overrides.get("n_devices", defaults.n_devices)
+    accelerator = overrides.get("accelerator", defaults.accelerator)
+    check_gpus_per_node(accelerator, devices, profile)
+    available = None
+    if slurm_reachable(cluster, args.dry_run):
+        from launcher.submit import partition_node_count
+
+        available = partition_node_count(res.partition)
+    check_world(cluster, nodes, devices, overrides.get("strategy", defaults.strategy), accelerator, available)
+    check_backend(overrides.get("backend", "pytorch"), nodes * devices, overrides.get("strategy", defaults.strategy))
+    run_dir = planned_run_dir(args.run_dir or args.output_dir, "train")
+    check_plain_text(run_dir, "--run-dir")
+    check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)
+    payload = create_training_payload(train_path, run_dir, overrides)
+    check_grouping(train_path, payload.tf_training_config)
+    plan = plan_training(payload.execution_config, res, cluster, notices)
+    sha = payload_fingerprint(payload)
+    spec = {"kind": "train", "cluster": cluster, "run_dir": str(run_dir), "train_data_file": str(train_path),
+            "overrides": json_safe(overrides), "execution": payload.execution_config.to_dict(),
+            "dist_timeout_s": plan.dist_timeout_s, "max_requeues": plan.max_requeues, "submitted_sha256": sha,
+            "submitted_at": time.time()}
+    config = {"backend": payload.tf_training_config.backend, "payload": payload.to_dict(), "payload_sha256": sha, "overrides": spec["overrides"],
+              "execution": spec["execution"], "plan": plan.to_dict(), "profile": profile}
+    return plan, spec, config
+
+
+def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
+    if args.resume is not None:
+        extra = [a for a in argv[1:] if a.startswith("--") and a.split("=")[0] not in ("--resume", "--wait")]
+        if extra:
+            raise LaunchError(f"--resume continues the run with its own configuration; drop {' '.join(extra)}")
+        return resume_training(absolute_path(args.resume), args.wait)
+    plan, spec, config = _prepare_train(args)
+    run_dir = Path(spec["run_dir"])
+    print_notices(plan)
+    if args.dry_run:
+        from launcher.submit import render_sbatch
+
+        scripts = [render_sbatch(plan, run_dir)] if plan.cluster == "slurm" else []
+        print_dry_run(scripts, plan, run_dir, spec)
+        return lambda: 0
+    start_run(run_dir, "train", plan.cluster, argv, config, spec)
+    print(f"run directory: {run_dir}")
+    if args.emit_sbatch:
+        return lambda: emit_sbatch(plan, run_dir)
+    return lambda: _execute_train(plan, spec, run_dir, args.wait)
+
+
+def resume_training(run_dir: Path, wait: bool) -> Callable[[], int]:
+    """``train --resume`` / ``retry`` of a training run: the same spec and plan, submitted again into the same
+    run directory; the ranks find the newest complete checkpoint there themselves."""
+    from launcher.status import ACTIVE, run_status
+
+    run = load_run(run_dir)
+    if run["kind"] != "train":
+        raise LaunchError(f"{run_dir}: an inference run; use {PROG} retry {run_dir}")
+    report = run_status(run_dir)
+    if report["state"] in ACTIVE or report["state"] == "UNKNOWN":
+        raise LaunchError(f"{run_dir}: job is {report['state']}; wait for it or cancel it first")
+    if report["state"] == "COMPLETED":
+        print("nothing to resume: training completed")
+        return lambda: 0
+    plan, spec = saved_run(run_dir)
+    check_scan(spec["train_data_file"], "train_data_file")
+    found = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    print(f"resuming {run_dir} from its newest checkpoint" if found
+          else f"no checkpoint in {run_dir} yet: training restarts from step 0")
+    return lambda: _execute_train(plan, spec, run_dir, wait, kind="resume")
+
+
+def _execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: bool, kind: str = "initial") -> int:
+    """Debug: train in this process (tracebacks and pdb work); local: block until the processes end; Slurm: return
+    after queueing unless ``--wait``."""
+    if plan.cluster == "debug":
+        from launcher.rank_entry import train_rank
+
+        update_run(run_dir, state="running", submissions=[{"job_id": "debug", "submitted_at": now(), "kind": kind}])
+        try:
+            summary = train_rank(spec)
+        except BaseException:
+            update_run(run_dir, state="failed", finished_at=now())
+            raise
+        print(f"bundle: {summary['bundle']}")
+        return 0
+    from launcher.submit import submit_training
+
+    job = submit_training(plan, spec, run_dir)
+    update_run(run_dir, state="queued" if plan.cluster == "slurm" else "running",
+               submissions=[{"job_id": str(job.job_id), "submitted_at": now(), "kind": kind}])
+    if plan.cluster == "slurm":
+        print(f"submitted job {job.job_id} ({plan.nodes} node(s) x {plan.tasks_per_node} task(s))")
+        print(f"watch: {PROG} status {run_dir}   logs: {PROG} logs {run_dir} --follow")
+        return wait_and_report(run_dir) if wait else 0
+    return _wait_local(job, run_dir)
+
+
+def _wait_local(job: Any, run_dir: Path) -> int:
+    """Block on the local processes; Ctrl-C cancels them, a failure points at the rank-0 log."""
+    print(f"started {job.num_tasks} local process(es); logs in {run_dir / 'submitit'}")
+    try:
+        results = job.results()
+    except KeyboardInterrupt:
+        job.cancel(check=False)
+        update_run(run_dir, state="cancelled", finished_at=now())
+        raise
+    except Exception as exc:  # noqa: BLE001 - submitit wraps the rank's traceback; show where to read it
+        update_run(run_dir, state="failed", finished_at=now())
+        first = str(exc).strip().splitlines()
+        print(f"{PROG}: training failed: {first[-1] if first else type(exc).__name__}", file=sys.stderr)
+        print(f"see: {PROG} logs {run_dir} --rank 0", file=sys.stderr)
+        return 1
+    update_run(run_dir, state="completed", finished_at=now())
+    print(f"bundle: {results[0]['bundle']}")
+    return 0

@@ -1,0 +1,37 @@
+"""Reconstruct a scan with a trained bundle: the one inference workflow of ``ptycho-infer`` and the launcher's array
+tasks, whatever the backend (resolved through the registry from the payload)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ptycho import params
+from ptycho.backends import get_backend
+from ptycho.data_contract import load_scan
+from ptycho.errors import PtychoInputError
+from ptycho.metrics import metrics_against_truth
+from ptycho.outputs import save_reconstruction
+
+__all__ = ["run_inference"]
+
+
+def run_inference(payload: Any) -> dict[str, Any]:
+    """Load the bundle and the scan, reconstruct, write the outputs atomically into the payload's output_dir.
+
+    Returns paths, metrics (None without objectGuess), patterns_per_s, the reconstruction and intensity_scale.
+    """
+    cfg = payload.tf_inference_config
+    backend = get_backend(cfg.backend)
+    scan = load_scan(cfg.test_data_file)
+    model, info = backend.load(cfg.model_path)
+    trained_N = info["training_config"].model.N
+    if scan.N != trained_N:
+        raise PtychoInputError(f"{cfg.test_data_file}: patterns are {scan.N}x{scan.N} but the model was trained for "
+                               f"N={trained_N}")
+    recon = backend.reconstruct(model, scan, payload.execution_config, neighbor_count=cfg.neighbor_count,
+                                n_groups=cfg.n_groups)
+    metrics = metrics_against_truth(recon, scan)
+    paths = save_reconstruction(recon, Path(cfg.output_dir), metrics, title=Path(cfg.test_data_file).stem)
+    return {"paths": paths, "metrics": metrics, "patterns_per_s": recon.patterns_per_s, "reconstruction": recon,
+            "intensity_scale": params.get("intensity_scale", None)}
