@@ -16,7 +16,7 @@ from launcher.plan import JobPlan, factory_overrides, plan_inference, request_re
 from launcher.rundir import now, planned_run_dir, update_run
 from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notices, start_run
 from launcher.validate import check_bundle, check_plain_text, check_scan, check_writable_dir
-from launcher.watch import report_final, wait_and_report
+from launcher.waiting import report_final, wait_and_report
 
 __all__ = ["cmd_infer", "execute_chunks"]
 

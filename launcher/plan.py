@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -85,10 +86,13 @@ class JobPlan:
         return cls(**data)
 
 
+def default_cluster() -> str:
+    """Slurm when ``sbatch`` is on PATH (a login node), else this machine."""
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
 def choose_cluster(args: argparse.Namespace) -> str:
     """``--cluster``, else Slurm when sbatch is on PATH; Slurm-only flags elsewhere are refused, not ignored."""
-    from launcher.submit import default_cluster  # submit imports this module
-
     cluster = args.cluster or default_cluster()
     for flag, given in (("--hold", args.hold), ("--emit-sbatch", args.emit_sbatch)):
         if given and cluster != "slurm":
@@ -98,8 +102,6 @@ def choose_cluster(args: argparse.Namespace) -> str:
 
 def slurm_reachable(cluster: str, dry_run: bool) -> bool:
     """Query the cluster for limits unless this is a dry run on a machine without Slurm clients."""
-    import shutil
-
     return cluster == "slurm" and not (dry_run and shutil.which("sinfo") is None)
 
 

@@ -23,13 +23,8 @@ from launcher.errors import LaunchError
 from launcher.plan import JobPlan
 from launcher.rundir import LOCAL_LOGS, SUBMITIT
 
-__all__ = ["default_cluster", "partition_node_count", "max_array_size", "render_sbatch", "submit_training",
+__all__ = ["partition_node_count", "max_array_size", "render_sbatch", "submit_training",
            "submit_array", "run_local_array", "slurm_command"]
-
-
-def default_cluster() -> str:
-    """Slurm when ``sbatch`` is on PATH (a login node), else this machine."""
-    return "slurm" if shutil.which("sbatch") else "local"
 
 
 def slurm_command(args: Sequence[str], timeout: float = 30.0) -> str:

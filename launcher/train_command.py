@@ -20,7 +20,7 @@ from launcher.rundir import load_run, now, planned_run_dir, update_run
 from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notices, saved_run, start_run
 from launcher.validate import (absolute_path, check_backend, check_grouping, check_plain_text, check_scan, check_world,
                                check_writable_dir)
-from launcher.watch import wait_and_report
+from launcher.waiting import wait_and_report
 from ptycho.config.config import PyTorchExecutionConfig
 
 __all__ = ["cmd_train", "resume_training"]

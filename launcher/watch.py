@@ -8,64 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Sequence
 
-from launcher import PROG, arrays
-from launcher.rundir import load_run, now, update_run
+from launcher import arrays
+from launcher.rundir import load_run
 from launcher.staging import saved_run
 from launcher.validate import absolute_path, check_scan
+from launcher.waiting import job_states
 
-__all__ = ["TERMINAL_WAIT_POLL_S", "UNKNOWN_GRACE_S", "report_final", "wait_and_report", "cmd_status", "cmd_logs",
-           "cmd_cancel", "cmd_retry"]
-
-TERMINAL_WAIT_POLL_S = 2.0
-UNKNOWN_GRACE_S = 120.0
-
-
-def report_final(run_dir: Path) -> int:
-    """Record the run's final state in run.json, print the status report; exit 0 only if it completed."""
-    from launcher.status import format_status, run_status
-
-    report = run_status(run_dir)
-    update_run(run_dir, state=report["state"].lower(), finished_at=now())
-    print(format_status(report))
-    return 0 if report["state"] == "COMPLETED" else 1
-
-
-def _job_states(report: dict[str, Any]) -> list[str]:
-    """Scheduler states of every job and array task of a status report, plus the array tasks' own states
-    (a task whose outputs are complete may still be COMPLETING in the scheduler)."""
-    tasks = report.get("tasks", [])
-    return [*(report.get("jobs") or {}).values(), *(t["state"].upper() for t in tasks),
-            *(t["scheduler_state"] for t in tasks if t["scheduler_state"])]
-
-
-def wait_and_report(run_dir: Path, poll_s: float = TERMINAL_WAIT_POLL_S) -> int:
-    """Poll the scheduler until every job of the run has ended.
-
-    UNKNOWN (sacct lagging behind squeue, or a job the controller already forgot on a site without accounting)
-    keeps the wait going, but for at most UNKNOWN_GRACE_S in a row, so a wait can never hang forever.
-    """
-    from launcher.status import ACTIVE, run_status
-
-    unknown_since: Optional[float] = None
-    while True:
-        report = run_status(run_dir)
-        states = _job_states(report)
-        if any(s in ACTIVE for s in states):
-            unknown_since = None
-        elif any(s == "UNKNOWN" for s in states):
-            unknown_since = unknown_since or time.monotonic()
-            if time.monotonic() - unknown_since > UNKNOWN_GRACE_S:
-                print(f"{PROG}: the scheduler no longer reports some jobs; stopped waiting", file=sys.stderr)
-                return report_final(run_dir)
-        else:
-            return report_final(run_dir)
-        time.sleep(poll_s)
-
+__all__ = ["cmd_status", "cmd_logs", "cmd_cancel", "cmd_retry"]
 
 def cmd_status(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
     from launcher.status import format_status, run_status
@@ -85,7 +37,7 @@ def cmd_logs(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]
         return lambda: 0
 
     def running() -> bool:
-        return any(s in ACTIVE or s == "UNKNOWN" for s in _job_states(run_status(args.run_dir)))
+        return any(s in ACTIVE or s == "UNKNOWN" for s in job_states(run_status(args.run_dir)))
 
     return lambda: (follow_logs(files, running), 0)[1]
 

@@ -26,7 +26,7 @@ import zipfile
 import zlib
 from importlib import metadata
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ptycho.atomic import atomic_open
 from ptycho.config.config import BACKENDS, PyTorchExecutionConfig, TrainingConfig

@@ -25,7 +25,6 @@ from ptycho.bundle_format import (
     BUNDLE_NAME,
     FORMAT_NAME,
     FORMAT_VERSION,
-    BundleSource,
     check_weight_shapes,
     open_bundle,
     package_version,

@@ -33,7 +33,7 @@ from ptycho.config.config import (
     TrainingConfig,
 )
 from ptycho.bundle_format import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
-from ptycho.data_contract import MEMORY_SOURCE, ScanData, nphotons_in_metadata, read_metadata, read_probe_size
+from ptycho.data_contract import ScanData, nphotons_in_metadata, read_metadata, read_probe_size
 from ptycho_torch import config_params as pt
 from ptycho_torch.config_bridge import to_inference_config, to_training_config
 
