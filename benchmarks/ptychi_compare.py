@@ -27,7 +27,7 @@ difference between our simulator's bilinear patch interpolation and pty-chi's Fo
   integer origin with positions - 0.5 looks equivalent but rounds jittered positions to the wrong half pixel:
   amplitude/phase SSIM 0.92/0.94 instead of 0.95/0.98 at 1e6 photons.)
 * the result is cropped back onto the truth's grid and scored with ``ptycho.metrics.evaluate_on_scan_grid``,
-  exactly as ``ptycho_torch.inference.metrics_against_truth`` scores PtychoPINN.
+  exactly as ``ptycho.metrics.metrics_against_truth`` scores PtychoPINN.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from launcher.rundir import now, planned_run_dir, update_run
 from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notices, start_run
 from launcher.validate import check_bundle, check_plain_text, check_scan, check_writable_dir
 from launcher.waiting import report_final, wait_and_report
+from ptycho.data_contract import check_pattern_size
+from ptycho.errors import DataContractError
 
 __all__ = ["cmd_infer", "execute_chunks"]
 
@@ -38,8 +40,10 @@ def _prepare_infer(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
     inputs = []
     for path in _infer_inputs(args):
         resolved, _, scan_N = check_scan(path, "--test_data_file" if args.test_data_file else "--input-list entry")
-        if scan_N != model_N:
-            raise LaunchError(f"{resolved}: patterns are {scan_N}x{scan_N} but the model was trained for N={model_N}")
+        try:
+            check_pattern_size(resolved, scan_N, model_N)
+        except DataContractError as exc:
+            raise LaunchError(str(exc)) from None
         inputs.append(resolved)
     output_root = check_writable_dir(args.output_dir, "--output_dir", create=not args.dry_run)
     outputs = arrays.output_dirs(inputs, output_root)

@@ -21,6 +21,7 @@ from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notice
 from launcher.validate import (absolute_path, check_backend, check_grouping, check_plain_text, check_scan, check_world,
                                check_writable_dir)
 from launcher.waiting import wait_and_report
+from ptycho.backends import DEFAULT_BACKEND
 from ptycho.config.config import PyTorchExecutionConfig
 
 __all__ = ["cmd_train", "resume_training"]
@@ -52,7 +53,8 @@ def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
 
         available = partition_node_count(res.partition)
     check_world(cluster, nodes, devices, overrides.get("strategy", defaults.strategy), accelerator, available)
-    check_backend(overrides.get("backend", "pytorch"), nodes * devices, overrides.get("strategy", defaults.strategy))
+    check_backend(overrides.get("backend", DEFAULT_BACKEND), nodes * devices,
+                  overrides.get("strategy", defaults.strategy))
     run_dir = planned_run_dir(args.run_dir or args.output_dir, "train")
     check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)

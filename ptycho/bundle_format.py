@@ -46,7 +46,6 @@ __all__ = [
     "read_manifest",
     "read_configs",
     "read_bundle_configs",
-    "bundle_backend",
     "write_bundle_archive",
     "json_default",
     "check_weight_shapes",
@@ -207,16 +206,6 @@ def read_bundle_configs(model_path: PathLike, backend: Optional[str] = None) -> 
     the launcher's validation read a bundle this way."""
     with open_bundle(model_path) as source:
         return read_configs(source, backend)
-
-
-def bundle_backend(model_path: PathLike) -> str | None:
-    """The backend recorded in a bundle's manifest (None if it names none); BundleError if unreadable."""
-    with open_bundle(model_path) as source:
-        manifest = source.read_json(MANIFEST)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise BundleError(f"{source.path}: not a ptychopinn bundle")
-    backend = manifest.get("backend")
-    return backend if isinstance(backend, str) else None
 
 
 def json_default(value: Any) -> Any:

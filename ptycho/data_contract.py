@@ -115,6 +115,12 @@ def load_scan(path: str | os.PathLike, *, allow_pickled_metadata: bool = False) 
     return validate_scan(scan)
 
 
+def check_pattern_size(source: Any, scan_N: int, model_N: int) -> None:
+    """A model reconstructs only patterns of the size it was trained for (the one place of this rule)."""
+    if scan_N != model_N:
+        raise DataContractError(f"{source}: patterns are {scan_N}x{scan_N} but the model was trained for N={model_N}")
+
+
 def read_metadata(path: str | os.PathLike, *, allow_pickled_metadata: bool = False) -> dict:
     """Only the ``_metadata`` dict ({} if absent), without reading the diffraction stack (config building)."""
     with _open_npz(path) as npz:

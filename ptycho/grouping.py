@@ -121,6 +121,16 @@ def _grouped(scan: ScanData, indices: np.ndarray, gridsize: int, truth: bool) ->
     )
 
 
+def check_neighbor_count(neighbor_count: int, gridsize: int) -> None:
+    """Each group takes C = gridsize**2 of its seed's K nearest neighbours, so K >= C (the one place of this rule)."""
+    c = gridsize**2
+    if c > 1 and neighbor_count < c:
+        raise PtychoInputError(
+            f"neighbor_count={neighbor_count} must be >= gridsize**2={c} (each group takes C of the K nearest "
+            "neighbours); raise neighbor_count or lower gridsize"
+        )
+
+
 def validate_grouping(
     scan: ScanData, n_groups: int, gridsize: int, neighbor_count: int, n_subsample: int | None
 ) -> int:
@@ -131,10 +141,7 @@ def validate_grouping(
     c = gridsize**2
     if n_groups < 1:
         raise PtychoInputError(f"n_groups must be >= 1, got {n_groups}")
-    if c > 1 and neighbor_count < c:
-        raise PtychoInputError(
-            f"neighbor_count (K={neighbor_count}) must be >= gridsize**2 (C={c}); raise neighbor_count"
-        )
+    check_neighbor_count(neighbor_count, gridsize)
     if n_subsample is not None:
         if n_subsample < 1:
             raise PtychoInputError(f"n_subsample must be >= 1, got {n_subsample}")

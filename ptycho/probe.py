@@ -13,7 +13,7 @@ import numpy as np
 from ptycho import params
 from ptycho.errors import PtychoInputError
 
-__all__ = ["set_probe_guess", "get_probe"]
+__all__ = ["set_probe_guess"]
 
 
 def _first_mode(probe: Any) -> np.ndarray:
@@ -37,7 +37,3 @@ def set_probe_guess(X_train: Any = None, probe_guess: Optional[Any] = None) -> n
     probe = _first_mode(probe_guess)
     params.cfg["probe"] = probe
     return probe
-
-
-def get_probe() -> np.ndarray:
-    return params.get("probe")

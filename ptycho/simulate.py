@@ -307,9 +307,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             noise=not args.no_noise,
         )
         save_scan(args.output, scan)
-    except (PtychoInputError, OSError) as exc:
+    except (PtychoInputError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return 2  # invalid input (the project's exit-code convention, README)
+    except OSError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1  # failed while writing
     if not args.quiet:
         h, w = scan.object_guess.shape
         print(f"wrote {args.output}: M={scan.n_positions} positions, N={scan.N}, object {h}x{w}, "

@@ -32,8 +32,10 @@ from ptycho.config.config import (
     PyTorchExecutionConfig,
     TrainingConfig,
 )
+from ptycho.backends import DEFAULT_BACKEND
 from ptycho.bundle_format import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
 from ptycho.data_contract import ScanData, nphotons_in_metadata, read_metadata, read_probe_size
+from ptycho.grouping import check_neighbor_count
 from ptycho_torch import config_params as pt
 from ptycho_torch.config_bridge import to_inference_config, to_training_config
 
@@ -177,11 +179,7 @@ def _torch_configs(overrides: Mapping[str, Any], N: int, nphotons: float) -> tup
     gridsize = int(overrides.get("gridsize", 1))
     C = gridsize * gridsize
     neighbor_count = int(overrides.get("neighbor_count", max(4, C)))
-    if C > 1 and neighbor_count < C:
-        raise ValueError(
-            f"neighbor_count={neighbor_count} must be >= gridsize**2={C} (each group takes C of the K nearest "
-            "neighbours); raise neighbor_count or lower gridsize"
-        )
+    check_neighbor_count(neighbor_count, gridsize)
     defaults = pt.DataConfig()
     data = pt.DataConfig(
         N=N,
@@ -306,7 +304,7 @@ def create_inference_payload(
     bundle = resolve_bundle_path(model_path)
     test_path = _existing_file(test_data_file, "test data file")
     # The bundle must be one the requested backend wrote: one clear error naming both, before anything runs.
-    trained = read_bundle_configs(bundle, backend=overrides.get("backend", "pytorch"))["training_config"]
+    trained = read_bundle_configs(bundle, backend=overrides.get("backend", DEFAULT_BACKEND))["training_config"]
     trained_model = trained.model
     for key in sorted(_ARCHITECTURE_KEYS & set(overrides)):
         if overrides[key] != getattr(trained_model, key):

@@ -127,7 +127,7 @@ def test_y_prefers_stored_patches_and_is_none_without_truth(scan):
 @pytest.mark.parametrize("kwargs,msg", [
     (dict(n_groups=0), "n_groups must be >= 1, got 0"),
     (dict(n_groups=5, gridsize=0), "gridsize must be >= 1, got 0"),
-    (dict(n_groups=5, gridsize=2, neighbor_count=3), "neighbor_count (K=3) must be >= gridsize**2 (C=4)"),
+    (dict(n_groups=5, gridsize=2, neighbor_count=3), "neighbor_count=3 must be >= gridsize**2=4"),
     (dict(n_groups=500), "n_groups=500 is larger than the number of scan positions (196) in scan.npz; "
                          "lower n_groups or omit n_subsample"),
     (dict(n_groups=50, n_subsample=30), "n_groups=50 is larger than the number of scan positions (30)"),

@@ -111,9 +111,9 @@ def test_debug_cluster_trains_the_tensorflow_backend_single_process(data, tmp_pa
     res = launch("train", "--cluster", "debug", "--backend", "tensorflow", "--train_data_file", str(data["train"]),
                  *TINY, "--run-dir", str(run_dir))
     assert f"bundle: {run_dir / 'wts.h5.zip'} (backend tensorflow)" in res.stdout
-    from ptycho.bundle_format import bundle_backend
+    from ptycho.bundle_format import read_bundle_configs
 
-    assert bundle_backend(run_dir / "wts.h5.zip") == "tensorflow"
+    assert read_bundle_configs(run_dir / "wts.h5.zip")["backend"] == "tensorflow"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["backend"] == "tensorflow" and len(summary["history"]["train_loss"]) == 1
     assert json.loads((run_dir / "run.json").read_text())["state"] == "completed"

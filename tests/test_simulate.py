@@ -146,8 +146,8 @@ def test_cli_probe_file_sets_n(tmp_path, capsys):
 @pytest.mark.parametrize("argv,code,msg", [
     (["--output", "x.npz", "--N", "48"], 2, "argument --N: invalid choice"),
     (["--N", "64"], 2, "the following arguments are required: --output"),
-    (["--output", "{tmp}/x.npz", "--object-size", "32"], 1, "object_size=32 must be >= N=64"),
-    (["--output", "{tmp}/x.npz", "--probe-file", "{tmp}/missing.npy"], 1, "probe file not found"),
+    (["--output", "{tmp}/x.npz", "--object-size", "32"], 2, "object_size=32 must be >= N=64"),
+    (["--output", "{tmp}/x.npz", "--probe-file", "{tmp}/missing.npy"], 2, "probe file not found"),
 ])
 def test_cli_errors_are_one_line(tmp_path, capsys, argv, code, msg):
     rc = main([a.replace("{tmp}", str(tmp_path)) for a in argv])

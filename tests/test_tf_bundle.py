@@ -147,6 +147,8 @@ def test_failed_write_keeps_previous_bundle(bundle, model, monkeypatch):
 
 
 def test_save_without_training_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(model_manager, "_current", {})
+    import ptycho.tf.bundle
+
+    monkeypatch.setattr(ptycho.tf.bundle, "_current", {})
     with pytest.raises(RuntimeError, match="no trained model"):
         model_manager.save(tmp_path)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ptycho.config.config import PyTorchExecutionConfig
-from ptycho.data_contract import ScanData
+from ptycho.data_contract import ScanData, check_pattern_size
 from ptycho.grouping import group_scan
 from ptycho.reconstruction import Reconstruction, auto_batch_size
 from ptycho.stitching import stitch_patches
@@ -31,8 +31,7 @@ def reconstruct_scan_tf(model: Any, scan: ScanData, execution: Optional[PyTorchE
     execution = execution or PyTorchExecutionConfig()
     cfg = model.config
     C = cfg.gridsize**2
-    if scan.N != cfg.N:
-        raise ValueError(f"{scan.source}: patterns are {scan.N}x{scan.N} but the model was trained for N={cfg.N}")
+    check_pattern_size(scan.source, scan.N, cfg.N)
     grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=cfg.gridsize, truth=False,
                          neighbor_count=max(neighbor_count, C), subsample_seed=0, sequential_sampling=True)
     probe = model.probe.numpy()

@@ -40,6 +40,8 @@ def run_cdi_example_with_backend(train_data: Any, test_data: Any, config: Traini
         raise TypeError(f"config must be a TrainingConfig, got {type(config).__name__}")
     require_backend(config.backend)
     train, test = as_scan(train_data), as_scan(test_data)
+    if config.model.N == 0:
+        config.model.N = train.N  # Ptychodus leaves N=0 until the data is read and reads it back afterwards
     payload = payload_from_config(config, train, execution_config)
     results = train_and_reconstruct(payload, train, test, do_stitching=do_stitching, write_bundle=write_bundle)
     recon = results.get("reconstruction")

@@ -8,8 +8,7 @@ from typing import Any
 
 from ptycho import params
 from ptycho.backends import get_backend
-from ptycho.data_contract import load_scan
-from ptycho.errors import PtychoInputError
+from ptycho.data_contract import check_pattern_size, load_scan
 from ptycho.metrics import metrics_against_truth
 from ptycho.outputs import save_reconstruction
 
@@ -25,10 +24,7 @@ def run_inference(payload: Any) -> dict[str, Any]:
     backend = get_backend(cfg.backend)
     scan = load_scan(cfg.test_data_file)
     model, info = backend.load(cfg.model_path)
-    trained_N = info["training_config"].model.N
-    if scan.N != trained_N:
-        raise PtychoInputError(f"{cfg.test_data_file}: patterns are {scan.N}x{scan.N} but the model was trained for "
-                               f"N={trained_N}")
+    check_pattern_size(cfg.test_data_file, scan.N, info["training_config"].model.N)
     recon = backend.reconstruct(model, scan, payload.execution_config, neighbor_count=cfg.neighbor_count,
                                 n_groups=cfg.n_groups)
     metrics = metrics_against_truth(recon, scan)
