@@ -25,6 +25,7 @@ import time
 import zipfile
 import zlib
 from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -39,6 +40,7 @@ __all__ = [
     "BACKENDS",
     "JSON_MEMBERS",
     "BundleSource",
+    "BundleContents",
     "package_version",
     "resolve_bundle_path",
     "open_bundle",
@@ -59,6 +61,19 @@ JSON_MEMBERS = ("manifest.json", "configs.json", "params.json")
 ARCHIVE_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error)
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass
+class BundleContents:
+    """Everything in a bundle, whichever backend wrote it; ``weights`` maps each model name to its arrays
+    (torch tensors or numpy arrays, by variable name)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    training_config: TrainingConfig
+    execution_config: PyTorchExecutionConfig
+    legacy_params: dict[str, Any]
+    weights: dict[str, dict[str, Any]]
 
 
 def package_version() -> str:

@@ -17,12 +17,12 @@ writing) is shared with the TensorFlow backend in ``ptycho.bundle_format``; this
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from ptycho.bundle_format import (
     BUNDLE_NAME,
+    BundleContents,
     FORMAT_NAME,
     FORMAT_VERSION,
     check_weight_shapes,
@@ -50,16 +50,6 @@ __all__ = [
 ]
 
 BACKEND = "pytorch"
-
-
-@dataclass
-class BundleContents:
-    path: Path
-    manifest: dict[str, Any]
-    training_config: TrainingConfig
-    execution_config: PyTorchExecutionConfig
-    legacy_params: dict[str, Any]
-    state_dicts: dict[str, dict[str, Any]]
 
 
 def read_bundle_configs(model_path: Union[str, Path]) -> dict[str, Any]:
@@ -120,7 +110,7 @@ def read_bundle(model_path: Union[str, Path], map_location: Optional[str] = "cpu
         training_config=configs["training_config"],
         execution_config=configs["execution_config"],
         legacy_params=legacy,
-        state_dicts=state_dicts,
+        weights=state_dicts,
     )
 
 
@@ -135,7 +125,7 @@ def load_torch_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]
     from ptycho_torch.model import MODEL_NAME, PtychoPINN
 
     contents = read_bundle(model_path)
-    state = contents.state_dicts.get(MODEL_NAME)
+    state = contents.weights.get(MODEL_NAME)
     if state is None:
         raise BundleError(f"{contents.path}: no {MODEL_NAME!r} weights in the bundle (models: {contents.manifest.get('models')})")
     cfg = contents.training_config

@@ -190,7 +190,7 @@ def test_params_snapshot_round_trip(bundle):
 
 def test_tensors_round_trip(bundle):
     original = _state_dicts()
-    loaded = read_bundle(bundle).state_dicts
+    loaded = read_bundle(bundle).weights
     assert set(loaded) == set(original)
     for model, state in original.items():
         assert set(loaded[model]) == set(state)
@@ -252,7 +252,7 @@ def test_overwrite_replaces_the_previous_bundle(tmp_path):
     _write(folder, state_dicts={"autoencoder": {"w": torch.ones(3)}}, legacy_params={"intensity_scale": 5.0})
     contents = read_bundle(folder)
     assert contents.manifest["models"] == ["autoencoder"]
-    assert torch.equal(contents.state_dicts["autoencoder"]["w"], torch.ones(3))
+    assert torch.equal(contents.weights["autoencoder"]["w"], torch.ones(3))
     assert contents.legacy_params == {"intensity_scale": 5.0}
 
 

@@ -13,19 +13,18 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
 from ptycho import params
-from ptycho.bundle_format import check_weight_shapes, open_bundle, read_configs, write_bundle_archive
+from ptycho.bundle_format import BundleContents, check_weight_shapes, open_bundle, read_configs, write_bundle_archive
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import BundleError
 
 __all__ = ["BACKEND", "WEIGHTS_SUFFIX", "register", "save", "write_tf_bundle", "read_tf_bundle",
-           "load_tf_bundle", "TFBundle"]
+           "load_tf_bundle"]
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +90,7 @@ def write_tf_bundle(output_dir: Union[str, Path], model: Any, training_config: T
     return path
 
 
-@dataclass
-class TFBundle:
-    path: Path
-    manifest: dict[str, Any]
-    training_config: TrainingConfig
-    execution_config: PyTorchExecutionConfig
-    legacy_params: dict[str, Any]
-    weights: dict[str, dict[str, np.ndarray]]
-
-
-def read_tf_bundle(model_path: Union[str, Path]) -> TFBundle:
+def read_tf_bundle(model_path: Union[str, Path]) -> BundleContents:
     """Everything in a TensorFlow bundle (zipped or unpacked); arrays only, never pickled objects."""
     with open_bundle(model_path) as source:
         path = source.path
@@ -120,7 +109,7 @@ def read_tf_bundle(model_path: Union[str, Path]) -> TFBundle:
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 reason = "they hold pickled objects" if "allow_pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
                 raise BundleError(f"{path}: weights {member!r} could not be loaded safely ({reason})".replace("\n", " ")) from None
-    return TFBundle(path, manifest, training, execution, legacy, weights)
+    return BundleContents(path, manifest, training, execution, legacy, weights)
 
 
 def load_tf_bundle(model_path: Union[str, Path]) -> tuple[Any, dict[str, Any]]:
