@@ -163,7 +163,6 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
     """One training rank: rebuild, cross-check, train; rank zero records the outcome."""
     started = time.time()
     from ptycho.config.config import PyTorchExecutionConfig
-    from ptycho.data_contract import load_scan
     from ptycho_torch.config_factory import create_training_payload, payload_fingerprint
 
     run_dir = Path(spec["run_dir"])
@@ -188,12 +187,10 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
     if rank == 0:
         update_run(run_dir, state="running", started_at=now())
 
-    cfg = payload.tf_training_config
-    train = load_scan(cfg.train_data_file)
-    test = load_scan(cfg.test_data_file) if cfg.test_data_file else None
-
     from ptycho.backends import TrainingHooks
-    from ptycho.workflows.training import train_and_reconstruct
+    from ptycho.workflows.training import train_and_reconstruct, training_data
+
+    train, test = training_data(payload, progress=rank == 0)  # a corpus: prepared (or reused) under a lock
 
     first_step = _first_step_callback(rank)
     resume = _newest_checkpoint(run_dir)

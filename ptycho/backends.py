@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ptycho.reconstruction import Reconstruction
 
 __all__ = ["Backend", "BackendSpec", "TrainingHooks", "SPECS", "DEFAULT_BACKEND", "TORCH_INSTALL", "TF_INSTALL",
-           "spec", "require_backend", "get_backend", "check_execution", "check_distribution", "check_refinement",
+           "spec", "require_backend", "get_backend", "check_execution", "check_distribution", "check_refinement", "check_corpus",
            "execution_from"]
 
 TORCH_INSTALL = "pip install -c constraints.txt -e ."
@@ -43,13 +43,14 @@ class BackendSpec:
     install: str  #: the command that installs what it needs
     distributed: bool  #: trains with several processes (DDP/FSDP, several devices or nodes)
     refinement: bool  #: offers physics refinement at inference (refine_iterations / refine_smoothing)
+    corpus: bool  #: trains on a corpus of scans from a prepared store (ptycho.corpus)
 
 
 SPECS: dict[str, BackendSpec] = {
     "pytorch": BackendSpec("pytorch", "PyTorch", "ptycho_torch.backend:BACKEND", ("torch", "lightning"), TORCH_INSTALL,
-                           distributed=True, refinement=True),
+                           distributed=True, refinement=True, corpus=True),
     "tensorflow": BackendSpec("tensorflow", "TensorFlow", "ptycho.tf.backend:BACKEND", ("tensorflow",), TF_INSTALL,
-                              distributed=False, refinement=False),
+                              distributed=False, refinement=False, corpus=False),
 }
 assert tuple(SPECS) == tuple(BACKENDS), "every canonical backend name has exactly one spec"
 
@@ -130,6 +131,13 @@ def check_execution(name: str, execution: PyTorchExecutionConfig) -> None:
     """
     check_distribution(name, execution.world_size, execution.strategy)
     check_refinement(name, execution)
+
+
+def check_corpus(name: str, spec_text: object) -> None:
+    """A backend that trains on one scan at a time refuses a corpus, naming it."""
+    if not spec(name).corpus:
+        raise PtychoInputError(f"{spec_text}: a corpus of scans; the {name} backend trains on one scan file at a "
+                               "time; use --backend pytorch for a corpus")
 
 
 def check_distribution(name: str, world_size: int, strategy: str) -> None:

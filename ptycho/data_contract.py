@@ -1,7 +1,9 @@
-"""Backend-neutral loader, validator and writer for one scan NPZ (docs/data-contract.md).
+"""Backend-neutral loader, validator and writer for one scan file (docs/data-contract.md).
 
 Both backends (TensorFlow and PyTorch) read scans through this module so that a bad file fails the same way,
-early and with a message naming the file and the key, instead of deep inside a training step.
+early and with a message naming the file and the key, instead of deep inside a training step. ``load_scan``
+reads our NPZ and Ptychodus' NPZ export itself and hands HDF5 files (Ptychodus training data, CXI 1.6) to
+``ptycho.readers``, so every CLI that takes a scan accepts every format. h5py is imported only by those readers.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class ScanData:
     object_guess: np.ndarray | None = None  # (H, W) complex64
     scan_index: np.ndarray | None = None  # (M,) int64; None means all zeros
     Y: np.ndarray | None = None  # (M, N, N) complex64 ground-truth patches
+    # (N, N) bool, True where a detector pixel must not be used (Ptychodus' ``bad_pixels``, a CXI detector mask).
+    # validate_scan sets these pixels to 0 in ``diffraction`` so that no inpainted, hot or dead value can be used
+    # silently; a zero is still a (wrong) measurement to a loss that ignores this mask, so losses should exclude
+    # the pixels where it is True.
+    bad_pixels: np.ndarray | None = None
     metadata: dict = field(default_factory=dict)
     source: str = MEMORY_SOURCE
 
@@ -86,8 +93,23 @@ def _open_npz(path: str | os.PathLike) -> Iterator[Any]:
         raise DataContractError(f"{source}: is not a readable NPZ file: {exc}") from exc
 
 
-def load_scan(path: str | os.PathLike, *, allow_pickled_metadata: bool = False) -> ScanData:
-    """Read and validate one scan NPZ, converting legacy layouts (diff3d, (N,N,M), probe modes, raw counts)."""
+def load_scan(
+    path: str | os.PathLike,
+    *,
+    allow_pickled_metadata: bool = False,
+    probe_file: str | os.PathLike | None = None,
+) -> ScanData:
+    """Read and validate one scan: our NPZ, Ptychodus' NPZ or HDF5 training data, or CXI 1.6 (told by content).
+
+    NPZ conversions: legacy ``diff3d`` and (N, N, M) layouts, (modes, N, N) probes (first mode), raw integer counts
+    (sqrt). ``probe_file`` (.npy/.npz as ``ptycho.simulate.load_probe_file`` reads) replaces the file's probe; a CXI
+    file without an illumination needs it.
+    """
+    from ptycho.readers import NPZ, detect_format, reader_module
+
+    fmt = detect_format(path)
+    if fmt != NPZ:
+        return reader_module(fmt).read_scan(path, probe_file=probe_file)
     source = str(path)
     with _open_npz(path) as npz:
         keys = list(npz.files)
@@ -95,24 +117,42 @@ def load_scan(path: str | os.PathLike, *, allow_pickled_metadata: bool = False) 
         metadata = _read_metadata(npz, path, source, allow_pickled_metadata) if "_metadata" in keys else {}
 
     diff_key = "diffraction" if "diffraction" in arrays else "diff3d"
-    missing = [k for k in (diff_key, *_REQUIRED_KEYS) if k not in arrays]
+    required = [k for k in _REQUIRED_KEYS if not (k == "probeGuess" and probe_file is not None)]
+    missing = [k for k in (diff_key, *required) if k not in arrays]
     if missing:
         name = "'diffraction' (or legacy 'diff3d')" if missing[0] == "diff3d" else f"'{missing[0]}'"
         found = ", ".join(sorted(keys)) or "none"
         raise DataContractError(f"{source}: missing required key {name} (keys found: {found})")
 
+    diffraction = _patterns_first(arrays[diff_key], arrays["xcoords"], source, diff_key)
+    if np.issubdtype(diffraction.dtype, np.integer):
+        diffraction = counts_to_amplitude(diffraction, source, diff_key)
+    if probe_file is not None:
+        probe = probe_from_file(probe_file, source)
+    else:
+        probe = first_probe_mode(arrays["probeGuess"], source)
     scan = ScanData(
-        diffraction=_patterns_first(arrays[diff_key], arrays["xcoords"], source, diff_key),
-        probe=_first_probe_mode(arrays["probeGuess"], source),
+        diffraction=diffraction,
+        probe=probe,
         xcoords=arrays["xcoords"],
         ycoords=arrays["ycoords"],
         object_guess=arrays.get("objectGuess"),
         scan_index=arrays.get("scan_index"),
         Y=arrays.get("Y"),
+        bad_pixels=arrays.get("bad_pixels"),
         metadata=metadata,
         source=source,
     )
     return validate_scan(scan)
+
+
+def probe_from_file(probe_file: str | os.PathLike, source: str) -> np.ndarray:
+    """The user's probe (``--probe_file``) in place of the scan's own; logged so the choice is visible."""
+    from ptycho.simulate import load_probe_file  # ptycho.simulate imports this module
+
+    probe = load_probe_file(probe_file)
+    logger.info("%s: using the probe from %s (%dx%d)", source, probe_file, *probe.shape)
+    return probe
 
 
 def check_pattern_size(source: Any, scan_N: int, model_N: int) -> None:
@@ -122,7 +162,15 @@ def check_pattern_size(source: Any, scan_N: int, model_N: int) -> None:
 
 
 def read_metadata(path: str | os.PathLike, *, allow_pickled_metadata: bool = False) -> dict:
-    """Only the ``_metadata`` dict ({} if absent), without reading the diffraction stack (config building)."""
+    """Only the metadata dict ({} if absent), without reading the diffraction stack (config building).
+
+    NPZ: the ``_metadata`` entry. HDF5 formats: the geometry their reader records (see ``ptycho.readers``).
+    """
+    from ptycho.readers import NPZ, detect_format, reader_module
+
+    fmt = detect_format(path)
+    if fmt != NPZ:
+        return reader_module(fmt).read_metadata(path)
     with _open_npz(path) as npz:
         if "_metadata" not in npz.files:
             return {}
@@ -130,7 +178,15 @@ def read_metadata(path: str | os.PathLike, *, allow_pickled_metadata: bool = Fal
 
 
 def read_probe_size(path: str | os.PathLike) -> int:
-    """Probe width N, read from ``probeGuess`` alone so configs can be built before loading a large scan."""
+    """Probe width N, read from ``probeGuess`` alone so configs can be built before loading a large scan.
+
+    HDF5 formats: the pattern size N the reader will produce (dataset shapes only, nothing large is read).
+    """
+    from ptycho.readers import NPZ, detect_format, reader_module
+
+    fmt = detect_format(path)
+    if fmt != NPZ:
+        return reader_module(fmt).read_probe_size(path)
     with _open_npz(path) as npz:
         if "probeGuess" not in npz.files:
             found = ", ".join(sorted(npz.files)) or "none"
@@ -182,13 +238,30 @@ def _patterns_first(diff: np.ndarray, xcoords: np.ndarray, source: str, key: str
     return diff
 
 
-def _first_probe_mode(probe: np.ndarray, source: str) -> np.ndarray:
-    """Producers write (N, N), (1, N, N) or (modes, N, N); the single-mode model uses the first mode."""
+def first_probe_mode(probe: np.ndarray, source: str, key: str = "probeGuess") -> np.ndarray:
+    """Producers write (N, N), (1, N, N) or (modes, N, N); the single-mode model uses the first (dominant) mode.
+
+    Dropping modes loses real illumination power (partial coherence), so more than one mode is a WARNING that
+    says how much; Ptychodus exports (1, N, N) even for a single mode, which is silent.
+    """
+    probe = np.asarray(probe)
     if probe.ndim == 3 and probe.shape[0] >= 1:
         if probe.shape[0] > 1:
-            logger.info("%s: 'probeGuess' has %d modes; using the first", source, probe.shape[0])
+            power = np.sum(np.abs(probe.astype(np.complex128)) ** 2, axis=(-2, -1))
+            total = float(power.sum())
+            dropped = 1.0 - float(power[0]) / total if total > 0 else 0.0
+            strongest = int(np.argmax(power))
+            note = "" if strongest == 0 else f" (mode {strongest} carries more power than the first)"
+            logger.warning(
+                "%s: '%s' has %d modes; using only the first (dominant) mode, which drops %.1f%% of the probe "
+                "power%s",
+                source, key, probe.shape[0], 100.0 * dropped, note,
+            )
         return probe[0]
     return probe
+
+
+_first_probe_mode = first_probe_mode  # older internal name, still imported by ptycho.raw_data
 
 
 def validate_scan(scan: ScanData) -> ScanData:
@@ -204,7 +277,7 @@ def validate_scan(scan: ScanData) -> ScanData:
     if np.iscomplexobj(diff):
         raise fail(f"'diffraction' must be real amplitude, got complex ({diff.dtype})")
     if np.issubdtype(diff.dtype, np.integer):
-        diff = _counts_to_amplitude(diff, fail, src)
+        diff = counts_to_amplitude(diff, src)
     if not np.issubdtype(diff.dtype, np.floating):
         raise fail(f"'diffraction' must be real float amplitude, got {diff.dtype}")
     m, n1, n2 = diff.shape
@@ -260,6 +333,17 @@ def validate_scan(scan: ScanData) -> ScanData:
         if not (np.issubdtype(scan_index.dtype, np.floating) and np.all(scan_index == np.round(scan_index))):
             raise fail(f"'scan_index' must hold integers, got {scan_index.dtype}")
 
+    if scan.bad_pixels is not None:
+        bad = _check_bad_pixels(np.asarray(scan.bad_pixels), n, fail)
+        if bad.any() and np.any(diff[:, bad] != 0):
+            diff = np.where(bad, diff.dtype.type(0), diff)  # a new array: the caller's data is left untouched
+            logger.info(
+                "%s: %d of %d detector pixels are marked bad ('bad_pixels'); set them to 0 in every pattern",
+                src, int(bad.sum()), bad.size,
+            )
+    else:
+        bad = None
+
     y = None
     if scan.Y is not None:
         y = np.asarray(scan.Y)
@@ -277,16 +361,48 @@ def validate_scan(scan: ScanData) -> ScanData:
         object_guess=obj,
         scan_index=scan_index.astype(np.int64, copy=False),
         Y=y,
+        bad_pixels=bad,
         metadata=dict(scan.metadata),
     )
 
 
-def _counts_to_amplitude(counts: np.ndarray, fail: Any, source: str) -> np.ndarray:
-    """Detectors (e.g. via Ptychodus) hand raw photon counts; the model consumes amplitude sqrt(counts)."""
-    if counts.size and counts.min() < 0:
-        raise fail(f"'diffraction' holds raw integer counts with negative values (min {int(counts.min())})")
-    logger.info("%s: 'diffraction' holds raw integer counts (%s); using amplitude = sqrt(counts)", source, counts.dtype)
-    return np.sqrt(counts.astype(np.float64)).astype(np.float32)
+def _check_bad_pixels(bad: np.ndarray, n: int, fail: Any) -> np.ndarray:
+    """One (N, N) boolean mask for every pattern; 0/1 integers are accepted as the same thing."""
+    if bad.shape != (n, n):
+        raise fail(f"'bad_pixels' must have shape ({n}, {n}) like one diffraction pattern, got {bad.shape}")
+    if bad.dtype != np.bool_:
+        if not (np.issubdtype(bad.dtype, np.integer) and np.all((bad == 0) | (bad == 1))):
+            raise fail(f"'bad_pixels' must be a boolean mask (True = do not use the pixel), got {bad.dtype}")
+        bad = bad.astype(bool)
+    if bad.all():
+        raise fail(f"'bad_pixels' marks all {bad.size} detector pixels bad; nothing would be left to train on")
+    return bad
+
+
+_COUNTS_CHUNK = 256  # patterns converted at a time, so the float64 temporary stays small for large scans
+
+
+def counts_to_amplitude(data: np.ndarray, source: str, key: str = "diffraction") -> np.ndarray:
+    """Detectors hand photon counts (or float intensities); the model consumes float32 amplitude sqrt(counts).
+
+    One INFO line says so, naming the file and the key, because a sqrt applied (or missed) silently is the
+    commonest way to train on the wrong quantity.
+    """
+    data = np.asarray(data)
+    if data.size and data.min() < 0:
+        kind = "raw integer counts" if np.issubdtype(data.dtype, np.integer) else "intensities"
+        raise DataContractError(f"{source}: '{key}' holds {kind} with negative values (min {data.min():.6g})")
+    if np.issubdtype(data.dtype, np.integer):
+        logger.info("%s: '%s' holds raw integer counts (%s); converted to amplitude = sqrt(counts)",
+                    source, key, data.dtype)
+    else:
+        logger.info("%s: '%s' holds detector intensities (%s); converted to amplitude = sqrt(intensity)",
+                    source, key, data.dtype)
+    out = np.empty(data.shape, np.float32)
+    for start in range(0, data.shape[0] if data.ndim else 1, _COUNTS_CHUNK):
+        sl = slice(start, start + _COUNTS_CHUNK) if data.ndim else ()
+        out[sl] = np.sqrt(data[sl].astype(np.float64))
+    return out
 
 
 def _require_finite(arr: np.ndarray, key: str, fail: Any) -> None:
@@ -322,6 +438,8 @@ def save_scan(path: str | os.PathLike, scan: ScanData) -> None:
         arrays["objectGuess"] = scan.object_guess
     if scan.Y is not None:
         arrays["Y"] = scan.Y
+    if scan.bad_pixels is not None:
+        arrays["bad_pixels"] = scan.bad_pixels
 
     with atomic_open(path) as fh:  # a file object stops np.savez from appending ".npz"
         np.savez(fh, **arrays)

@@ -214,11 +214,12 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
+        from ptycho.corpus.spec import is_corpus
         from ptycho.data_contract import load_scan
         from ptycho.grouping import validate_grouping
         from ptycho.outputs import config_snapshot, save_reconstruction, write_config_snapshot
         from ptycho.simulate import write_default_dataset
-        from ptycho.workflows.training import train_and_reconstruct
+        from ptycho.workflows.training import train_and_reconstruct, training_data
         from ptycho_torch.config_factory import create_training_payload
 
         overrides = overrides_from_args(args, skip=("train_data_file", "output_dir"))
@@ -233,12 +234,18 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
             write_default_dataset(train_file, seed=1)
             write_default_dataset(test_file, seed=2)
             overrides.setdefault("test_data_file", test_file)
-        train = load_scan(train_file)
-        test = load_scan(overrides["test_data_file"]) if overrides.get("test_data_file") else None
-        overrides.setdefault("n_groups", train.n_positions)
-        payload = create_training_payload(train_file, output_dir, overrides)
-        cfg = payload.tf_training_config
-        validate_grouping(train, cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
+        test_file = overrides.get("test_data_file")
+        if is_corpus(train_file) or (test_file is not None and is_corpus(test_file)):
+            payload = create_training_payload(train_file, output_dir, overrides)
+            cfg = payload.tf_training_config
+            train, test = training_data(payload, progress=overrides.get("enable_progress_bar") is not False)
+        else:  # one scan, held in memory; by default every position seeds a group
+            train = load_scan(train_file)
+            test = load_scan(test_file) if test_file else None
+            overrides.setdefault("n_groups", train.n_positions)
+            payload = create_training_payload(train_file, output_dir, overrides)
+            cfg = payload.tf_training_config
+            validate_grouping(train, cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
         write_config_snapshot(output_dir, config_snapshot("train", cfg.backend, ["ptycho-train", *argv],
                                                           payload.to_dict()))
         results = train_and_reconstruct(payload, train, test)

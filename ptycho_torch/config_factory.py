@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from ptycho.config.config import (
 )
 from ptycho.backends import DEFAULT_BACKEND
 from ptycho.bundle_format import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
+from ptycho.corpus.spec import check_same_N, is_corpus, resolve_corpus
 from ptycho.data_contract import ScanData, nphotons_in_metadata, read_metadata, read_probe_size
 from ptycho.grouping import check_neighbor_count
 from ptycho_torch import config_params as pt
@@ -136,6 +138,11 @@ def _existing_file(path: PathLike, what: str) -> Path:
     if not resolved.is_file():
         raise FileNotFoundError(f"{what} not found: {resolved}")
     return resolved
+
+
+def _corpus_spec(spec: PathLike) -> Path:
+    """A corpus spec as the config records it: absolute (ranks on other nodes start elsewhere), globs kept."""
+    return Path(os.path.abspath(os.path.expanduser(str(spec))))
 
 
 def _check_keys(overrides: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -241,8 +248,11 @@ def create_training_payload(
 ) -> TrainingPayload:
     """Build every config of a training run and fill ``params.cfg``.
 
-    ``train_data_file`` is a scan file, or a scan already in memory (``ScanData``, e.g. from Ptychodus): then N
-    and nphotons come from it as they would from its file.
+    ``train_data_file`` is a scan file, a corpus (directory, glob or manifest: ``ptycho.corpus.spec``), or a scan
+    already in memory (``ScanData``, e.g. from Ptychodus): then N and nphotons come from it as they would from its
+    file. With a corpus (as training or test set), N must agree across its files, ``n_groups`` is per scan (None:
+    every position seeds one group) and each scan keeps the dose its metadata records (``nphotons`` applies to
+    scans that record none).
     """
     overrides = dict(overrides or {})
     if "n_images" in overrides:
@@ -250,27 +260,44 @@ def create_training_payload(
         overrides.setdefault("n_groups", overrides.pop("n_images"))
     _check_keys(overrides, TRAINING_OVERRIDE_KEYS, "create_training_payload")
     in_memory = isinstance(train_data_file, ScanData)
+    test_spec = overrides.get("test_data_file")
+    corpus = not in_memory and (is_corpus(train_data_file) or (test_spec is not None and is_corpus(test_spec)))
     if in_memory:
         train_data: Union[Path, ScanData] = train_data_file
         train_path = Path(train_data_file.source)
+    elif corpus:
+        train_path = _corpus_spec(train_data_file)
+        sources = resolve_corpus(train_path)
+        corpus_N = check_same_N([*sources, *(resolve_corpus(test_spec) if test_spec is not None else [])])
+        train_data = sources[0]
     else:
         train_data = train_path = _existing_file(train_data_file, "training data file")
-    if overrides.get("test_data_file") is not None:
-        overrides["test_data_file"] = _existing_file(overrides["test_data_file"], "test data file")
-    if overrides.get("n_groups") is None:
+    if test_spec is not None:
+        overrides["test_data_file"] = (_corpus_spec(test_spec) if corpus
+                                       else _existing_file(test_spec, "test data file"))
+    if overrides.get("n_groups") is None and not corpus:
         raise ValueError("n_groups is required: how many groups (samples) to draw from the training scan")
 
     if overrides.get("N"):
         N = int(overrides["N"])
+        if corpus and N != corpus_N:
+            raise ValueError(f"override N={N} contradicts the corpus {train_path}, whose patterns are "
+                             f"{corpus_N}x{corpus_N}")
+    elif corpus:
+        N = corpus_N
     else:
         N = train_data_file.N if in_memory else infer_probe_size(train_path)
-    nphotons, nphotons_source = _resolve_nphotons(overrides, train_data)
+    if corpus:
+        nphotons = float(overrides.get("nphotons") or CANONICAL_DEFAULT_NPHOTONS)
+        nphotons_source = "per scan: its metadata, else this value"
+    else:
+        nphotons, nphotons_source = _resolve_nphotons(overrides, train_data)
     data, model = _torch_configs(overrides, N, nphotons)
     t_defaults = pt.TrainingConfig()
     training = pt.TrainingConfig(
         epochs=int(overrides.get("nepochs", t_defaults.epochs)),
         batch_size=int(overrides.get("batch_size", t_defaults.batch_size)),
-        n_groups=int(overrides["n_groups"]),
+        n_groups=None if overrides.get("n_groups") is None else int(overrides["n_groups"]),
         nll=float(overrides.get("nll_weight", 1.0)) > 0,
         mae_weight=float(overrides.get("mae_weight", t_defaults.mae_weight)),
         realspace_mae_weight=float(overrides.get("realspace_mae_weight", t_defaults.realspace_mae_weight)),

@@ -20,17 +20,28 @@ from ptycho.grouping import cover_scan, group_scan
 from ptycho.reconstruction import Reconstruction, auto_batch_size
 from ptycho_torch.data import to_tensors
 from ptycho_torch.model import PtychoPINN
-from ptycho_torch.physics import amplitude_normalisation
+from ptycho_torch.physics import amplitude_normalisation, normalize_probe, probe_support
 from ptycho_torch.refine import refine_object
 from ptycho_torch.stitching import stitch_patches
 
-__all__ = ["reconstruct_scan", "main"]
+__all__ = ["reconstruct_scan", "illumination", "main"]
 
 
 def _device(execution: PyTorchExecutionConfig) -> torch.device:
     wants_gpu = execution.accelerator in GPU_ACCELERATORS or (execution.accelerator == "auto"
                                                               and torch.cuda.is_available())
     return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
+
+
+def illumination(model: PtychoPINN, scan: ScanData) -> torch.Tensor:
+    """The probe to reconstruct ``scan`` with: the scan's own, normalised as in training, so a model serves scans
+    recorded with other probes (and every corpus-trained model, which learned from many); a probe the model itself
+    refined in training (``probe_trainable``) is used instead, as it is a better estimate of that illumination."""
+    if model.probe_real.requires_grad:
+        return model.probe.detach()
+    raw = torch.from_numpy(np.asarray(scan.probe, dtype=np.complex64))
+    mask = probe_support(raw) if model.config.probe_mask else None
+    return normalize_probe(raw, model.config.probe_scale, mask)
 
 
 @torch.no_grad()
@@ -56,7 +67,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     else:
         grouped = group_scan(scan, n_groups=n_groups or scan.n_positions, gridsize=model.config.gridsize,
                              neighbor_count=K, subsample_seed=0, sequential_sampling=True, truth=False)
-    probe = model.probe.detach()
+    probe = illumination(model, scan).to(device)
     measured = torch.from_numpy(np.asarray(scan.diffraction, dtype=np.float32))
     alpha = amplitude_normalisation(measured, probe)  # the whole scan's, whatever the grouping
     tensors = to_tensors(grouped, probe.cpu(), nphotons=None, alpha=alpha)
@@ -67,7 +78,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
                    file=sys.stderr):
         diffraction = tensors.diffraction[lo:lo + batch].to(device, non_blocking=True)
         offsets = tensors.offsets[lo:lo + batch].to(device, non_blocking=True)
-        outputs.append(model.object_patches(diffraction, offsets))
+        outputs.append(model.object_patches(diffraction, offsets, probe))
     patches = torch.cat(outputs).reshape(-1, model.config.N, model.config.N)
     positions = tensors.positions.reshape(-1, 2)
     canvas = None if scan.object_guess is None else tuple(scan.object_guess.shape)

@@ -9,7 +9,7 @@ import torch
 
 from ptycho.config.config import SUPPORTED_SCHEDULERS, PyTorchExecutionConfig, TrainingConfig
 from ptycho_torch.model import PtychoPINN
-from ptycho_torch.physics import poisson_nll
+from ptycho_torch.physics import poisson_nll, weighted_mean
 
 __all__ = ["PtychoPINNModule", "build_scheduler"]
 
@@ -33,10 +33,16 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_epochs: i
 
 
 class PtychoPINNModule(L.LightningModule):
-    """Trains ``PtychoPINN``. ``observed_scale`` converts the data's normalised amplitudes to photon counts."""
+    """Trains ``PtychoPINN``. ``observed_scale`` converts the data's normalised amplitudes to photon counts.
+
+    With ``tables`` (corpus training) every batch carries each sample's scan index after the offsets, and the
+    sample's own probe, observed intensity scale and detector mask come from the per-scan tables: the model's
+    intensity scale is then learned relative to ``observed_scale`` (the reference) and applied to each scan in
+    proportion to its own dose, and bad detector pixels are left out of the loss.
+    """
 
     def __init__(self, model: PtychoPINN, training: TrainingConfig, execution: PyTorchExecutionConfig,
-                 observed_scale: float) -> None:
+                 observed_scale: float, tables: Optional[Any] = None) -> None:
         super().__init__()
         self.model = model
         self.training_config = training
@@ -44,23 +50,39 @@ class PtychoPINNModule(L.LightningModule):
         self.observed_scale = float(observed_scale)
         self.supervised = training.model.model_type == "supervised"
         self.needs_truth = self.supervised or training.realspace_weight > 0 or training.realspace_mae_weight > 0
+        self.corpus = tables is not None
+        if tables is not None:
+            self.register_buffer("table_probes", tables.probes.to(torch.complex64), persistent=False)
+            self.register_buffer("table_scales", tables.intensity_scales.to(torch.float32), persistent=False)
+            self.register_buffer("table_valid", tables.valid.to(torch.float32), persistent=False)
+
+    def _per_sample(self, scan_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(probe (B, 1, N, N), model scale, observed scale (B, 1, 1, 1), detector mask (B, 1, N, N))."""
+        observed = self.table_scales[scan_ids].view(-1, 1, 1, 1)
+        model_scale = self.model.intensity_scale * observed / self.observed_scale
+        return self.table_probes[scan_ids][:, None], model_scale, observed, self.table_valid[scan_ids][:, None]
 
     def _loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
         diffraction, offsets = batch[0], batch[1]
-        truth = batch[2] if len(batch) > 2 else None
+        rest = batch[3:] if self.corpus else batch[2:]
+        truth = rest[0] if rest else None
         if self.needs_truth and truth is None:
             raise ValueError("model_type='supervised' and real-space losses need ground truth (objectGuess or Y)")
-        obj, predicted = self.model(diffraction, offsets)
+        probe, valid = None, None
+        model_scale: Any = self.model.intensity_scale
+        observed_scale: Any = self.observed_scale
+        if self.corpus:
+            probe, model_scale, observed_scale, valid = self._per_sample(batch[2])
+        obj, predicted = self.model(diffraction, offsets, probe)
         if self.supervised:
             return (obj - truth).abs().mean()
         cfg = self.training_config
         predicted = predicted.float()
         loss = torch.zeros((), device=diffraction.device)
         if cfg.nll_weight > 0:
-            loss = loss + cfg.nll_weight * poisson_nll(predicted, diffraction, self.model.intensity_scale,
-                                                       self.observed_scale)
+            loss = loss + cfg.nll_weight * poisson_nll(predicted, diffraction, model_scale, observed_scale, valid)
         if cfg.mae_weight > 0:
-            loss = loss + cfg.mae_weight * (predicted - diffraction).abs().mean()
+            loss = loss + cfg.mae_weight * weighted_mean((predicted - diffraction).abs(), valid)
         if truth is not None:
             if cfg.realspace_mae_weight > 0:
                 loss = loss + cfg.realspace_mae_weight * (obj - truth).abs().mean()

@@ -157,30 +157,36 @@ class PtychoPINN(nn.Module):
     def intensity_scale(self) -> torch.Tensor:
         return self.log_intensity_scale.exp()
 
-    def predict_object(self, diffraction: torch.Tensor) -> torch.Tensor:
+    def predict_object(self, diffraction: torch.Tensor, probe: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Complex object patches (B, C, N, N) from normalised amplitudes, before any overlap constraint.
+
+        ``probe`` is the illumination of these patterns: the model's own by default, or one per sample
+        (B, 1, N, N) when the batch mixes scans recorded with different probes (corpus training).
 
         With ``gaussian_smoothing_sigma > 0`` amplitude and phase are low-pass filtered, a prior against
         high-frequency artefacts at low dose.
         """
-        amplitude, phase = self.net(network_input(diffraction, self.probe))
+        amplitude, phase = self.net(network_input(diffraction, self.probe if probe is None else probe))
         amplitude, phase = amplitude.float(), phase.float()
         if self.smoothing_kernel is not None:
             amplitude = gaussian_blur(amplitude, self.smoothing_kernel)
             phase = gaussian_blur(phase, self.smoothing_kernel)
         return torch.polar(amplitude * self.object_mask, phase)
 
-    def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None,
+                       probe: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Object patches with the overlap constraint applied when ``object_big`` (training and inference alike)."""
-        obj = self.predict_object(diffraction)
+        obj = self.predict_object(diffraction, probe)
         if self.config.object_big and offsets_xy is not None and obj.shape[1] > 1:
             obj = overlap_constraint(obj, offsets_xy.float())
         return obj
 
-    def forward(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (object patches, predicted far-field amplitudes), both (B, C, N, N)."""
-        obj = self.object_patches(diffraction, offsets_xy)
-        predicted = far_field_amplitude(obj * self.probe)
+    def forward(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None,
+                probe: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (object patches, predicted far-field amplitudes), both (B, C, N, N); ``probe`` as in
+        ``predict_object``."""
+        probe = self.probe if probe is None else probe
+        obj = self.object_patches(diffraction, offsets_xy, probe)
+        predicted = far_field_amplitude(obj * probe)
         return obj, predicted
 

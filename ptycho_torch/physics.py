@@ -24,6 +24,7 @@ __all__ = [
     "far_field_amplitude",
     "backpropagated_object",
     "poisson_nll",
+    "weighted_mean",
     "overlap_constraint",
     "ENERGY_FRACTION",
 ]
@@ -42,7 +43,7 @@ def probe_support(probe: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
     Kept in torch, not wrapped: backpropagated_object calls it in every forward pass, on the model's device.
     """
     magnitude = probe.abs()
-    return magnitude >= threshold * magnitude.max()
+    return magnitude >= threshold * magnitude.amax(dim=(-2, -1), keepdim=True)  # per probe of a (..., N, N) stack
 
 
 def normalize_probe(probe: torch.Tensor, probe_scale: float, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -83,15 +84,26 @@ def backpropagated_object(amplitudes: torch.Tensor, probe: torch.Tensor, thresho
 
 
 def poisson_nll(predicted: torch.Tensor, observed: torch.Tensor, predicted_scale: torch.Tensor,
-                observed_scale: float) -> torch.Tensor:
+                observed_scale: float | torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean Poisson deviance of counts k = (s_obs A_obs)^2 under rate lambda = (s_pred A_pred)^2.
 
     This is the negative log-likelihood lambda - k log lambda minus its value at the perfect fit lambda = k, so it
-    has the same gradients, is >= 0 and reads 0 for a perfect model (easier to follow in logs).
+    has the same gradients, is >= 0 and reads 0 for a perfect model (easier to follow in logs). Scales may be
+    scalars or per sample (B, 1, 1, 1). ``weights`` (broadcastable, e.g. a (B, 1, N, N) detector mask with 0 on
+    bad pixels) leaves pixels out of the mean.
     """
     rate = (predicted_scale * predicted).pow(2) + 1e-8
     counts = (observed_scale * observed).pow(2)
-    return (rate - counts - torch.xlogy(counts, rate / counts.clamp_min(1e-8))).mean()
+    deviance = rate - counts - torch.xlogy(counts, rate / counts.clamp_min(1e-8))
+    return weighted_mean(deviance, weights)
+
+
+def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean of ``values`` over the pixels ``weights`` keeps (all of them without weights)."""
+    if weights is None:
+        return values.mean()
+    weights = weights.to(values.dtype).expand_as(values)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 def _translate(images: torch.Tensor, shifts_xy: torch.Tensor) -> torch.Tensor:

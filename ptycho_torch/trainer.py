@@ -109,6 +109,7 @@ def build_trainer(execution: PyTorchExecutionConfig, output_dir: Path, max_epoch
         default_root_dir=str(output_dir),
         log_every_n_steps=1,
         num_sanity_val_steps=0,
+        enable_model_summary=execution.enable_progress_bar,  # --quiet means quiet
         plugins=[*(plugins or []), AtomicCheckpointIO()],
     )
     _refuse_mlflow_when_disabled(execution, trainer)

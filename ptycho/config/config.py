@@ -224,9 +224,11 @@ class TrainingConfig(_ValidatedConfig):
 
     #: The network to train. Default: ``ModelConfig()``.
     model: ModelConfig = field(default_factory=ModelConfig)
-    #: NPZ scan to train on (docs/data-contract.md). Default None (must be set before training).
+    #: What to train on: one scan file (NPZ, Ptychodus HDF5, CXI; docs/data-contract.md) or a corpus of scans (a
+    #: directory, a glob, or a text manifest with one path per line). Default None (must be set before training).
     train_data_file: Optional[Path] = None
-    #: NPZ scan to validate on; None holds out 10% of the training groups instead. Default None.
+    #: Scan (or corpus) to validate on; None holds out 10% of the training groups (one scan) or of the training
+    #: scans, whole (a corpus). Default None.
     test_data_file: Optional[Path] = None
     #: Groups per batch on each rank; an optimizer step sees batch_size * accum_steps * world size groups.
     #: Default 16.
@@ -274,8 +276,11 @@ class TrainingConfig(_ValidatedConfig):
     output_dir: Path = Path("training_outputs")
     #: "pytorch" or "tensorflow" (single-process only). Default "pytorch".
     backend: str = "pytorch"
+    #: Prepared store of a corpus (grouped, normalised scans on disk; ptycho-prepare); reused while its sources and
+    #: settings are unchanged. None: ``<output_dir>/store``. Unused when training on one scan. Default None.
+    store_dir: Optional[Path] = None
 
-    _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir")
+    _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir", "store_dir")
     _checks: ClassVar[dict[str, Check]] = {
         "model": lambda v: None if isinstance(v, ModelConfig) else f"must be a ModelConfig, got {type(v).__name__}",
         "train_data_file": _optional_path,
@@ -297,6 +302,7 @@ class TrainingConfig(_ValidatedConfig):
         "probe_trainable": _is_bool,
         "intensity_scale_trainable": _is_bool,
         "output_dir": lambda v: None if isinstance(v, (str, Path)) else f"must be a path, got {v!r}",
+        "store_dir": _optional_path,
         "backend": _one_of(BACKENDS),
     }
 

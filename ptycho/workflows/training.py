@@ -3,16 +3,42 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
-from ptycho.backends import TrainingHooks, get_backend
-from ptycho.data_contract import ScanData
+from ptycho.backends import TrainingHooks, check_corpus, get_backend
+from ptycho.corpus.prepared import PreparedCorpus
+from ptycho.data_contract import ScanData, load_scan
 from ptycho.metrics import metrics_against_truth
 
-__all__ = ["train_and_reconstruct"]
+__all__ = ["train_and_reconstruct", "training_data", "uses_corpus"]
 
 
-def train_and_reconstruct(payload: Any, train: ScanData, test: Optional[ScanData],
+def uses_corpus(config: Any) -> bool:
+    """Whether a training config names a corpus (directory, glob or manifest) as its training or test set."""
+    from ptycho.corpus.spec import is_corpus
+
+    return is_corpus(config.train_data_file) or (config.test_data_file is not None
+                                                 and is_corpus(config.test_data_file))
+
+
+def training_data(payload: Any, progress: bool = True) -> tuple[Union[ScanData, PreparedCorpus], Optional[ScanData]]:
+    """What the payload trains on, and the scan to reconstruct afterwards.
+
+    One scan: (the scan, the test scan or None). A corpus: (the prepared corpus, its first test scan, else its
+    first validation scan), preparing or reusing the store first (``ptycho.corpus.prepared``).
+    """
+    cfg = payload.tf_training_config
+    if not uses_corpus(cfg):
+        return load_scan(cfg.train_data_file), load_scan(cfg.test_data_file) if cfg.test_data_file else None
+    check_corpus(cfg.backend, cfg.train_data_file)
+    from ptycho.corpus.prepared import prepare_corpus
+
+    corpus = prepare_corpus(cfg, payload.execution_config.seed, progress=progress)
+    shown = corpus.test_sources[0] if corpus.test_sources else corpus.store.scans[corpus.val_ids[0]].source
+    return corpus, load_scan(shown)
+
+
+def train_and_reconstruct(payload: Any, train: Union[ScanData, PreparedCorpus], test: Optional[ScanData],
                           hooks: Optional[TrainingHooks] = None, do_stitching: bool = True,
                           write_bundle: bool = True) -> dict[str, Any]:
     """Train with the payload's backend; on the writing rank, reconstruct ``test`` (when given and

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import numpy as np
@@ -16,10 +16,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ptycho import params
+from ptycho.corpus.prepared import PreparedCorpus
 from ptycho.data_contract import ScanData
 from ptycho.grouping import GroupedData, group_scan
 from ptycho_torch.bundle import write_bundle as write_torch_bundle
 from ptycho_torch.config_factory import TrainingPayload
+from ptycho_torch.corpus_data import CorpusDataModule, CorpusTables, StoreDataset
 from ptycho_torch.data import GroupedTensors, PtychoDataModule, to_tensors
 from ptycho_torch.lightning_module import PtychoPINNModule
 from ptycho_torch.model import MODEL_NAME, PtychoPINN
@@ -104,11 +106,64 @@ def _probe(scan: ScanData, payload: TrainingPayload) -> tuple[torch.Tensor, Opti
     return normalize_probe(raw, model_cfg.probe_scale, mask), mask
 
 
-def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
-                          plugins: Optional[list[Any]] = None, callbacks: Optional[list[Callback]] = None,
-                          ckpt_path: Optional[str] = None, write_bundle: bool = True) -> dict[str, Any]:
+def _in_memory_data(train_data: ScanData, test_data: Optional[ScanData], payload: TrainingPayload,
+                    ) -> tuple[PtychoPINN, PtychoPINNModule, L.LightningDataModule]:
+    """One scan (and an optional test scan) grouped and normalised in memory."""
+    cfg, execution = payload.tf_training_config, payload.execution_config
+    probe, mask = _probe(train_data, payload)
+    train_tensors = to_tensors(group_for_training(train_data, payload), probe, cfg.nphotons)
+    if test_data is not None:
+        n_val = min(test_data.n_positions, max(16, cfg.n_groups // 8))
+        val_tensors = to_tensors(group_for_training(test_data, payload, n_val), probe, cfg.nphotons)
+    else:
+        train_tensors, val_tensors = _split(train_tensors, execution.seed)
+    if train_tensors.Y is None and _needs_truth(cfg):
+        raise ValueError(f"{train_data.source}: model_type='supervised' and real-space losses need objectGuess "
+                         "or Y in the training file")
+    model = PtychoPINN(cfg.model, probe, train_tensors.intensity_scale, mask,
+                       probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
+    module = PtychoPINNModule(model, cfg, execution, observed_scale=train_tensors.intensity_scale)
+    return model, module, PtychoDataModule(train_tensors, val_tensors, cfg.batch_size, execution, execution.seed)
+
+
+def _needs_truth(cfg: Any) -> bool:
+    return cfg.model.model_type == "supervised" or cfg.realspace_weight > 0 or cfg.realspace_mae_weight > 0
+
+
+def _corpus_data(corpus: PreparedCorpus, payload: TrainingPayload,
+                 ) -> tuple[PtychoPINN, PtychoPINNModule, L.LightningDataModule]:
+    """Many scans from a prepared store, read row by row; each sample keeps its scan's probe and dose.
+
+    The model's own probe (used where no per-sample probe is given) is the first training scan's, and its intensity
+    scale starts at the median of the training scans' scales (the reference the per-scan scales are relative to).
+    """
+    cfg, execution = payload.tf_training_config, payload.execution_config
+    if cfg.probe_trainable:
+        raise ValueError("probe_trainable is not supported when training on a corpus (each scan keeps its own "
+                         "probe); train on one scan to refine its probe")
+    truth = _needs_truth(cfg)
+    store = corpus.store
+    train = StoreDataset(store, corpus.train_ids, truth=truth)
+    val = StoreDataset(store, corpus.val_ids, truth=truth)
+    tables = CorpusTables.from_store(store)
+    reference = float(np.median(tables.intensity_scales[corpus.train_ids].numpy()))
+    first = corpus.train_ids[0]
+    mask = probe_support(tables.probes[first]) if cfg.model.probe_mask else None
+    model = PtychoPINN(cfg.model, tables.probes[first], reference, mask, probe_trainable=False,
+                       intensity_scale_trainable=cfg.intensity_scale_trainable)
+    module = PtychoPINNModule(model, cfg, execution, observed_scale=reference, tables=tables)
+    log.info("corpus: %d training scans (%d groups), %d validation scans (%d groups)", len(corpus.train_ids),
+             len(train), len(corpus.val_ids), len(val))
+    return model, module, CorpusDataModule(train, val, cfg.batch_size, execution, execution.seed)
+
+
+def train_cdi_model_torch(train_data: Union[ScanData, PreparedCorpus], test_data: Optional[ScanData],
+                          payload: TrainingPayload, plugins: Optional[list[Any]] = None,
+                          callbacks: Optional[list[Callback]] = None, ckpt_path: Optional[str] = None,
+                          write_bundle: bool = True) -> dict[str, Any]:
     """Train on ``train_data`` (validating on ``test_data`` or a held-out 10%), write the bundle on rank zero
-    (unless ``write_bundle`` is False).
+    (unless ``write_bundle`` is False). ``train_data`` is one scan, or a ``PreparedCorpus`` (its validation scans
+    are held out whole; ``test_data`` is then only reconstructed by the caller).
 
     ``plugins`` (a cluster environment), extra ``callbacks`` and ``ckpt_path`` (resume) are the launcher's hooks.
 
@@ -117,22 +172,10 @@ def train_cdi_model_torch(train_data: ScanData, test_data: Optional[ScanData], p
     """
     cfg, execution = payload.tf_training_config, payload.execution_config
     L.seed_everything(execution.seed, workers=True)
-    probe, mask = _probe(train_data, payload)
-    train_tensors = to_tensors(group_for_training(train_data, payload), probe, cfg.nphotons)
-    if test_data is not None:
-        n_val = min(test_data.n_positions, max(16, cfg.n_groups // 8))
-        val_tensors = to_tensors(group_for_training(test_data, payload, n_val), probe, cfg.nphotons)
+    if isinstance(train_data, PreparedCorpus):
+        model, module, data = _corpus_data(train_data, payload)
     else:
-        train_tensors, val_tensors = _split(train_tensors, execution.seed)
-    if train_tensors.Y is None and (cfg.model.model_type == "supervised" or cfg.realspace_weight > 0
-                                    or cfg.realspace_mae_weight > 0):
-        raise ValueError(f"{train_data.source}: model_type='supervised' and real-space losses need objectGuess "
-                         "or Y in the training file")
-
-    model = PtychoPINN(cfg.model, probe, train_tensors.intensity_scale, mask,
-                       probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
-    module = PtychoPINNModule(model, cfg, execution, observed_scale=train_tensors.intensity_scale)
-    data = PtychoDataModule(train_tensors, val_tensors, cfg.batch_size, execution, execution.seed)
+        model, module, data = _in_memory_data(train_data, test_data, payload)
     history = LossHistory()
     trainer = build_trainer(execution, cfg.output_dir, cfg.nepochs, has_validation=True, plugins=plugins)
     trainer.callbacks.extend([history, *(callbacks or [])])

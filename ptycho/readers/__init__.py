@@ -1,0 +1,71 @@
+"""Scan readers for the file formats users bring, chosen by ``ptycho.data_contract.load_scan`` from file content.
+
+Why a package: every format has its own units and conventions (Ptychodus' object-pixel positions, CXI's metres
+and joules), and one small module per format keeps each conversion reviewable on its own. Every reader returns a
+validated ``ScanData`` (docs/data-contract.md), logs the derived object pixel size and scan extent so a wrong unit
+is visible, and turns every problem into one ``DataContractError`` naming the file and the dataset.
+
+Each format module offers ``read_scan(path, probe_file=None)``, ``read_metadata(path)`` and
+``read_probe_size(path)``. h5py is imported only inside them, so importing ``ptycho.data_contract`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from types import ModuleType
+
+from ptycho.errors import DataContractError
+
+NPZ = "npz"
+PTYCHODUS_H5 = "ptychodus-h5"
+CXI = "cxi"
+FORMATS = (NPZ, PTYCHODUS_H5, CXI)
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".cxi", ".nxs")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_MODULES = {PTYCHODUS_H5: "ptycho.readers.ptychodus_h5", CXI: "ptycho.readers.cxi"}
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``NPZ``, ``PTYCHODUS_H5`` or ``CXI``, from the file's bytes (the extension only sharpens the error).
+
+    Content first, because users rename files: a CXI file saved as ``scan.h5`` is still read as CXI.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{path}: scan file not found")
+    if _has_hdf5_signature(p):
+        from ptycho.readers._hdf5 import hdf5_kind
+
+        return hdf5_kind(p)
+    if p.suffix.lower() in HDF5_SUFFIXES:
+        raise DataContractError(
+            f"{path}: is not a readable HDF5 file (no HDF5 signature: empty, truncated or another format)"
+        )
+    return NPZ
+
+
+def reader_module(fmt: str) -> ModuleType:
+    """The module that reads ``fmt`` (imported on first use, since it imports h5py)."""
+    try:
+        return importlib.import_module(_MODULES[fmt])
+    except KeyError:
+        raise ValueError(f"no reader module for format {fmt!r}; known: {', '.join(_MODULES)}") from None
+
+
+def _has_hdf5_signature(path: Path) -> bool:
+    """HDF5 puts its signature at byte 0, or after a user block at 512, 1024, 2048, ... bytes."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            offset = 0
+            while offset + len(_HDF5_SIGNATURE) <= size:
+                fh.seek(offset)
+                if fh.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return False
+    return False
