@@ -143,7 +143,7 @@ def load_scan(
         metadata=metadata,
         source=source,
     )
-    return validate_scan(scan)
+    return validate_scan(scan, report_bad_pixels=True)
 
 
 def probe_from_file(probe_file: str | os.PathLike, source: str) -> np.ndarray:
@@ -264,8 +264,13 @@ def first_probe_mode(probe: np.ndarray, source: str, key: str = "probeGuess") ->
 _first_probe_mode = first_probe_mode  # older internal name, still imported by ptycho.raw_data
 
 
-def validate_scan(scan: ScanData) -> ScanData:
-    """Check every contract rule and return a copy with canonical dtypes; raise one DataContractError per problem."""
+def validate_scan(scan: ScanData, *, report_bad_pixels: bool = False) -> ScanData:
+    """Check every contract rule and return a copy with canonical dtypes; raise one DataContractError per problem.
+
+    Bad pixels are set to 0 in ``diffraction``, with one INFO line giving their number when that changed the data
+    or when ``report_bad_pixels`` is set (file loaders set it, so a file's mask is reported exactly once even if
+    the producer already zeroed those pixels; re-validating a validated scan stays quiet).
+    """
     src = scan.source
 
     def fail(msg: str) -> DataContractError:
@@ -335,10 +340,12 @@ def validate_scan(scan: ScanData) -> ScanData:
 
     if scan.bad_pixels is not None:
         bad = _check_bad_pixels(np.asarray(scan.bad_pixels), n, fail)
-        if bad.any() and np.any(diff[:, bad] != 0):
+        changed = bool(bad.any()) and bool(np.any(diff[:, bad] != 0))
+        if changed:
             diff = np.where(bad, diff.dtype.type(0), diff)  # a new array: the caller's data is left untouched
+        if changed or (report_bad_pixels and bad.any()):
             logger.info(
-                "%s: %d of %d detector pixels are marked bad ('bad_pixels'); set them to 0 in every pattern",
+                "%s: %d of %d detector pixels are marked bad ('bad_pixels'); they are 0 in every pattern",
                 src, int(bad.sum()), bad.size,
             )
     else:

@@ -24,6 +24,7 @@ from ptycho.config.config import ACCELERATORS, BACKENDS, LOGGER_BACKENDS, PRECIS
 from ptycho.errors import PtychoInputError
 
 __all__ = ["add_training_arguments", "overrides_from_args", "run_training_cli", "run_inference_cli",
+           "run_prepare_cli",
            "check_backend_arguments", "USER_ERRORS", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -131,7 +132,10 @@ def add_training_arguments(parser: argparse.ArgumentParser,
     s = argparse.SUPPRESS
     add_backend_argument(parser)
     parser.add_argument("--train_data_file", type=Path, default=None, help=train_data_help)
-    parser.add_argument("--test_data_file", type=Path, default=s, help="held-out scan to validate and reconstruct")
+    parser.add_argument("--test_data_file", type=Path, default=s,
+                        help="held-out scan (or corpus) to validate on and reconstruct")
+    parser.add_argument("--store_dir", type=Path, default=s,
+                        help="prepared store of a corpus (default OUTPUT_DIR/store; reused while unchanged)")
     parser.add_argument("--output_dir", type=Path, default=Path("training_outputs"))
     parser.add_argument("--nepochs", type=int, default=s)
     parser.add_argument("--max_epochs", type=int, default=s, help=argparse.SUPPRESS)
@@ -294,6 +298,32 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
         _print_metrics(result["metrics"])
         print(f"reconstruction: {result['patterns_per_s']:.0f} patterns/s")
         _print_paths(result["paths"])
+        return EXIT_OK
+
+    return _guard(parser.prog, body)
+
+
+def run_prepare_cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``ptycho-prepare``: read, group and normalise a corpus into its store, nothing else (the same flags as
+    ``ptycho-train``, so the store is exactly the one that training with those flags will reuse)."""
+    parser = _Parser(prog="ptycho-prepare", description="Prepare a corpus of scans into a store for training.")
+    add_training_arguments(parser, train_data_help="the corpus: a scan file, a directory, a glob or a manifest")
+    args = parser.parse_args(argv)
+    _check_backend_or_exit(parser, args)
+
+    def body() -> int:
+        from ptycho.corpus.prepared import prepare_corpus
+        from ptycho_torch.config_factory import create_training_payload
+
+        if args.train_data_file is None:
+            parser.error("--train_data_file is required: the corpus to prepare")
+        overrides = overrides_from_args(args, skip=("train_data_file", "output_dir"))
+        _setup_logging(overrides.get("enable_progress_bar") is False)
+        payload = create_training_payload(args.train_data_file, args.output_dir.expanduser().resolve(), overrides)
+        corpus = prepare_corpus(payload.tf_training_config, payload.execution_config.seed,
+                                progress=overrides.get("enable_progress_bar") is not False)
+        for key, value in corpus.summary().items():
+            print(f"{key}: {value}")
         return EXIT_OK
 
     return _guard(parser.prog, body)

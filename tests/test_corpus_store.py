@@ -62,9 +62,10 @@ def test_unchanged_sources_are_reused_and_a_changed_one_is_prepared_again(corpus
     _write(corpus[1].parent, 1, n_positions=20)  # new content under the same name
     store = prepare_store(corpus, tmp_path / "store", SETTINGS, progress=False)
     assert calls == [corpus[1]] and store.scans[1].n_groups == 20
+    monkeypatch.setattr(store_module, "_ORPHAN_AGE_S", 0.0)  # no other task is preparing: clean up at once
     store = prepare_store(corpus, tmp_path / "store", StoreSettings(N=64, gridsize=1, seed=0), progress=False)
     assert len(calls) == 4 and store.settings.gridsize == 1  # other settings: everything again
-    assert len(list((tmp_path / "store" / "scans").iterdir())) == 3  # no folder left behind
+    assert len(list((tmp_path / "store" / "scans").iterdir())) == 3  # the folders of the old settings are gone
 
 
 def test_a_source_changed_after_preparing_is_named(corpus, tmp_path):

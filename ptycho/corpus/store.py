@@ -4,7 +4,8 @@ Layout of a store directory::
 
     store.json                    format, version, settings, one entry per scan (source path, size, mtime,
                                   sha256, groups, normalisation, dose), written atomically last
-    scans/<sha256[:16]>/          one folder per prepared scan, renamed into place only when complete:
+    scans/<sha256>-<settings>/    one folder per prepared scan (source hash, settings hash), renamed into place
+                                  only when complete:
         diffraction.npy           (G, C, N, N) float32 normalised amplitudes of the G groups
         offsets.npy               (G, C, 2) float32 member offsets from the group centre (x, y)
         probe.npy                 (N, N) complex64 normalised probe of the scan
@@ -256,7 +257,7 @@ def _prepare_scan(source: Path, settings: StoreSettings, root: Path, sha: str) -
     nphotons = recorded if recorded is not None else settings.nphotons
     bad = getattr(scan, "bad_pixels", None)
     valid = np.ones((scan.N, scan.N), np.float32) if bad is None else (~np.asarray(bad, bool)).astype(np.float32)
-    folder = f"scans/{sha[:16]}"
+    folder = f"scans/{sha[:16]}-{_settings_key(settings)}"
     (root / "scans").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=root / "scans"))
     try:
@@ -267,9 +268,10 @@ def _prepare_scan(source: Path, settings: StoreSettings, root: Path, sha: str) -
         if truth:
             _save_npy(tmp, "Y", grouped.Y.astype(np.complex64))
         final = root / folder
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.is_dir():  # the same content, prepared with the same settings by another task: keep theirs
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -286,7 +288,8 @@ def prepare_store(sources: Sequence[os.PathLike | str], root: os.PathLike | str,
     """Prepare (or reuse) every source into the store at ``root`` and return it opened.
 
     Sources already prepared with these settings and unchanged are reused without reading them; the others are
-    prepared one at a time. Entries of sources not listed stay in the store (several corpora can share one).
+    prepared one at a time, outside the store's lock, so array tasks preparing different chunks of one corpus run in
+    parallel; the lock is held only to read and merge the index. Entries of sources not listed stay in the store.
     """
     from ptycho.corpus.spec import check_same_N
 
@@ -299,49 +302,68 @@ def prepare_store(sources: Sequence[os.PathLike | str], root: os.PathLike | str,
     if found_N != settings.N:
         raise PtychoInputError(f"{paths[0]}: patterns are {found_N}x{found_N} but the run is configured for "
                                f"N={settings.N}")
+    started = time.perf_counter()
     with _locked(root):
-        index = _read_index(root)
-        entries: dict[str, ScanEntry] = {}
-        if index is not None and index.get("settings") == settings.to_dict():
-            entries = {e["source"]: ScanEntry.from_dict(e) for e in index["scans"]}
-        elif index is not None:
-            log.info("%s: prepared with other settings; preparing every scan again", root)
-        reused = prepared = 0
-        started = time.perf_counter()
-        for k, path in enumerate(paths, 1):
-            entry = entries.get(str(path))
-            if entry is not None and _unchanged(path, entry) and (root / entry.folder).is_dir():
-                reused += 1
-                continue
-            if not path.is_file():
-                raise PtychoInputError(f"{path}: scan file not found")
-            sha = file_sha256(path)
-            entries[str(path)] = _prepare_scan(path, settings, root, sha)
-            prepared += 1
-            if progress:
-                print(f"\rprepare: {k}/{len(paths)} scans ({prepared} prepared, {reused} reused)", end="",
-                      file=sys.stderr, flush=True)
-        if progress and prepared:
-            print(file=sys.stderr)
+        known = _entries(root, settings)
+    todo = [p for p in paths if not _reusable(root, p, known.get(str(p)))]
+    prepared: dict[str, ScanEntry] = {}
+    for k, path in enumerate(todo, 1):
+        prepared[str(path)] = _prepare_scan(path, settings, root, file_sha256(path))
+        if progress:
+            print(f"\rprepare: {k}/{len(todo)} scans prepared ({len(paths) - len(todo)} reused)", end="",
+                  file=sys.stderr, flush=True)
+    if progress and todo:
+        print(file=sys.stderr)
+    with _locked(root):
+        entries = _entries(root, settings)  # again: other tasks may have added scans meanwhile
+        entries.update(prepared)
         order = {str(p): i for i, p in enumerate(paths)}
         ordered = sorted(entries.values(), key=lambda e: (order.get(e.source, len(order)), e.source))
         atomic_write_json(root / INDEX, {"format": STORE_FORMAT, "version": STORE_VERSION,
                                          "settings": settings.to_dict(),
                                          "scans": [dataclasses.asdict(e) for e in ordered]})
         _remove_orphans(root, ordered)
-        seconds = time.perf_counter() - started
     patterns = sum(e.n_groups * settings.gridsize ** 2 for e in ordered if e.source in order)
-    log.info("prepare: %d scans (%d prepared, %d reused), %d patterns in %.1f s -> %s", len(paths), prepared, reused,
-             patterns, seconds, root)
+    seconds = time.perf_counter() - started
+    log.info("prepare: %d scans (%d prepared, %d reused), %d patterns in %.1f s (%.0f patterns/s) -> %s", len(paths),
+             len(todo), len(paths) - len(todo), patterns, seconds, patterns / max(seconds, 1e-9), root)
     return open_store(root)
 
 
+def _entries(root: Path, settings: StoreSettings) -> dict[str, ScanEntry]:
+    """The index's entries when it was prepared with ``settings`` (none otherwise: everything is redone)."""
+    index = _read_index(root)
+    if index is None:
+        return {}
+    if index.get("settings") != settings.to_dict():
+        log.info("%s: prepared with other settings; its scans are prepared again", root)
+        return {}
+    return {e["source"]: ScanEntry.from_dict(e) for e in index["scans"]}
+
+
+def _reusable(root: Path, path: Path, entry: Optional[ScanEntry]) -> bool:
+    if entry is not None and (root / entry.folder).is_dir() and _unchanged(path, entry):
+        return True
+    if not path.is_file():
+        raise PtychoInputError(f"{path}: scan file not found")
+    return False
+
+
+def _settings_key(settings: StoreSettings) -> str:
+    return hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+#: unreferenced folders younger than this may belong to a task that has not merged its index entry yet
+_ORPHAN_AGE_S = 600.0
+
+
 def _remove_orphans(root: Path, entries: Sequence[ScanEntry]) -> None:
-    """Scan folders no entry points at (a source prepared again under a new hash) and stale temporary folders."""
+    """Scan folders no entry points at (a source prepared again, other settings) and abandoned temporary folders."""
     keep = {(root / e.folder).resolve() for e in entries}
     scans = root / "scans"
     if not scans.is_dir():
         return
+    now = time.time()
     for folder in scans.iterdir():
-        if folder.is_dir() and folder.resolve() not in keep:
+        if folder.is_dir() and folder.resolve() not in keep and now - folder.stat().st_mtime > _ORPHAN_AGE_S:
             shutil.rmtree(folder, ignore_errors=True)

@@ -190,12 +190,12 @@ def log_geometry(
 
 
 def validated(scan: ScanData, datasets: Mapping[str, str]) -> ScanData:
-    """``validate_scan``, with the file's dataset name added to an error about a contract key."""
+    """``validate_scan``, saying which of the file's datasets a contract key in an error came from."""
     try:
-        return validate_scan(scan)
+        return validate_scan(scan, report_bad_pixels=True)
     except DataContractError as exc:
         message = str(exc)
-        named = [f"'{key}' is the file's dataset '{ds}'" for key, ds in datasets.items() if f"'{key}'" in message]
+        named = [f"'{key}' was read from '{ds}'" for key, ds in datasets.items() if f"'{key}'" in message]
         if not named:
             raise
         raise DataContractError(f"{message} ({'; '.join(named)})") from exc
