@@ -44,6 +44,12 @@ def illumination(model: PtychoPINN, scan: ScanData) -> torch.Tensor:
     return normalize_probe(raw, model.config.probe_scale, mask)
 
 
+def _valid_pixels(scan: ScanData) -> Optional[torch.Tensor]:
+    """(N, N) 1/0 detector mask of the scan (None when every pixel is good)."""
+    bad = getattr(scan, "bad_pixels", None)
+    return None if bad is None else torch.from_numpy(~np.asarray(bad, dtype=bool)).to(torch.float32)
+
+
 @torch.no_grad()
 def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecutionConfig, *,
                      neighbor_count: int = 4, n_groups: Optional[int] = None, progress: Optional[bool] = None,
@@ -96,7 +102,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         amplitudes = measured * alpha
         obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
                                torch.from_numpy(scan.ycoords), probe, execution.refine_iterations,
-                               smoothing=execution.refine_smoothing, progress=show)
+                               smoothing=execution.refine_smoothing, valid=_valid_pixels(scan), progress=show)
         obj = torch.where(stitched.covered, obj, torch.zeros_like(obj))
     obj = obj.cpu().numpy().astype(np.complex64)
     return Reconstruction(

@@ -25,6 +25,7 @@ than half the time per step (no autograd graph).
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -67,13 +68,15 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
                   ycoords: torch.Tensor, probe: torch.Tensor, iterations: int, *,
                   smoothing: float = DEFAULT_REFINE_SMOOTHING, step: float = DEFAULT_REFINE_STEP,
                   momentum: float = DEFAULT_REFINE_MOMENTUM, illumination_floor: float = DEFAULT_ILLUMINATION_FLOOR,
-                  progress: bool = False) -> tuple[torch.Tensor, list[float]]:
+                  valid: Optional[torch.Tensor] = None, progress: bool = False) -> tuple[torch.Tensor, list[float]]:
     """Return the refined (H, W) complex object and the mean squared amplitude error at each iteration.
 
     ``amplitudes`` (M, N, N) are the scan's normalised measured amplitudes in the model's units (DC centred, as
     physics.far_field_amplitude), ``xcoords``/``ycoords`` (M,) the pattern centres in objectGuess pixels and
     ``origin`` the canvas's (row, col) there. ``smoothing`` (0..1) pulls each lit pixel that fraction of the way
     towards its Gaussian blur after every step. Pixels no probe reaches get no update and keep their value.
+    ``valid`` (N, N), 0 on bad detector pixels (DC centred like the amplitudes): there the measurement is not
+    imposed (the model's own far field stands) and the pixel is left out of the error.
     """
     if iterations < 0:
         raise ValueError(f"refine iterations must be >= 0, got {iterations}")
@@ -91,6 +94,7 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     conj_probe = probe.conj().resolve_conj()
     # Measured amplitudes in the FFT's own layout, so no shift is needed inside the loop.
     measured = torch.fft.ifftshift(amplitudes.to(device, torch.float32), dim=(-2, -1))
+    weight = None if valid is None else torch.fft.ifftshift(valid.to(device, torch.float32), dim=(-2, -1))
     total = len(placement)
     chunks = [slice(lo, min(lo + _CHUNK, total)) for lo in range(0, total, _CHUNK)]
 
@@ -110,7 +114,7 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     placement.interior(current).copy_(torch.view_as_real(obj.detach().to(torch.complex64)).permute(2, 0, 1))
     previous = current.clone()
     history: list[float] = []
-    count = measured.numel()
+    count = measured.numel() if weight is None else int(weight.sum()) * measured.shape[0]
     for _ in tqdm(range(iterations), desc="refining", unit="it", disable=not progress, file=sys.stderr):
         lookahead = current + momentum * (current - previous)
         gradient = torch.zeros_like(current)
@@ -119,6 +123,8 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
             spectrum = torch.fft.fft2(_complex(placement.extract(lookahead, sl)) * probe, norm="ortho")
             magnitude = spectrum.abs()
             residual = magnitude - measured[sl]
+            if weight is not None:
+                residual = residual * weight  # bad pixels: no correction, no error
             loss += residual.pow(2).sum()
             # psi - psi' = IFFT(Psi * (1 - A/|Psi|)); where |Psi| is 0 so is Psi, and the product stays 0.
             exit_error = torch.fft.ifft2(spectrum * (residual / magnitude.clamp_min(1e-12)), norm="ortho")

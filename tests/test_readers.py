@@ -239,9 +239,10 @@ def test_cxi_round_trip(tmp_path, sim, caplog):
     assert info["object_pixel_width_m"] == pytest.approx(OBJECT_PIXEL_M, rel=1e-12)
     assert info["photon_energy_eV"] == pytest.approx(ENERGY_EV)
     assert "raw integer counts (uint32); converted to amplitude = sqrt(counts)" in caplog.text
-    extent_px = np.ptp(sim.xcoords)
+    ext_x, ext_y = np.ptp(sim.xcoords), np.ptp(sim.ycoords)
     assert f"object pixel {OBJECT_PIXEL_M:.4g} x {OBJECT_PIXEL_M:.4g} m" in caplog.text
-    assert f"scan extent {extent_px:.1f} x {np.ptp(sim.ycoords):.1f} px = {extent_px * OBJECT_PIXEL_M:.4g}" in caplog.text
+    assert f"scan extent {ext_x:.1f} x {ext_y:.1f} px = {ext_x * OBJECT_PIXEL_M:.4g} x {ext_y * OBJECT_PIXEL_M:.4g} m" \
+        in caplog.text
 
 
 def test_cxi_is_consistent_with_the_forward_model(tmp_path, clean):

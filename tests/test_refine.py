@@ -70,3 +70,27 @@ def test_smoothing_prior_beats_the_data_alone_at_low_dose():
     assert scores[0.1]["phase"]["ssim"] > scores[0.0]["phase"]["ssim"] + 0.005
     with pytest.raises(ValueError, match="smoothing"):
         refine_object(flat, *args, smoothing=1.5)
+
+
+def test_bad_detector_pixels_are_not_imposed():
+    """A corrupted pixel flagged bad changes nothing; the same pixel left in does."""
+    import torch
+
+    from ptycho_torch.refine import refine_object
+
+    torch.manual_seed(0)
+    N = 16
+    xs = torch.tensor([10.0, 14.0, 18.0, 22.0], dtype=torch.float64)
+    ys = torch.tensor([12.0, 16.0, 12.0, 16.0], dtype=torch.float64)
+    probe = torch.ones(N, N, dtype=torch.complex64)
+    amplitudes = torch.rand(4, N, N)
+    obj = torch.ones(24, 32, dtype=torch.complex64)
+    valid = torch.ones(N, N)
+    valid[3, 5] = 0
+    clean, _ = refine_object(obj, (0, 0), amplitudes, xs, ys, probe, 3, smoothing=0.0, valid=valid)
+    hot = amplitudes.clone()
+    hot[:, 3, 5] = 100.0
+    masked, _ = refine_object(obj, (0, 0), hot, xs, ys, probe, 3, smoothing=0.0, valid=valid)
+    used, _ = refine_object(obj, (0, 0), hot, xs, ys, probe, 3, smoothing=0.0)
+    torch.testing.assert_close(masked, clean)
+    assert not torch.allclose(used, clean)

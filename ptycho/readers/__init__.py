@@ -25,6 +25,7 @@ FORMATS = (NPZ, PTYCHODUS_H5, CXI)
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".cxi", ".nxs")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
 _MODULES = {PTYCHODUS_H5: "ptycho.readers.ptychodus_h5", CXI: "ptycho.readers.cxi"}
 
 
@@ -56,10 +57,12 @@ def reader_module(fmt: str) -> ModuleType:
 
 
 def _has_hdf5_signature(path: Path) -> bool:
-    """HDF5 puts its signature at byte 0, or after a user block at 512, 1024, 2048, ... bytes."""
+    """HDF5 puts its signature at byte 0, or after a user block at 512, 1024, 2048, ... bytes (a zip never has it)."""
     size = path.stat().st_size
     try:
         with open(path, "rb") as fh:
+            if fh.read(4) in _ZIP_SIGNATURES:
+                return False
             offset = 0
             while offset + len(_HDF5_SIGNATURE) <= size:
                 fh.seek(offset)
