@@ -61,6 +61,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neighbor_count", type=int, default=s, help="K nearest neighbours per group (>= gridsize^2)")
     parser.add_argument("--sequential_sampling", type=_bool, nargs="?", const=True, default=s,
                         help="take positions in file order instead of randomly")
+    parser.add_argument("--probe_file", type=Path, default=s,
+                        help="probe (.npy/.npz) replacing each scan's own (needed for a CXI file without one)")
 
 
 def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = False) -> None:
@@ -244,8 +246,8 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
             cfg = payload.tf_training_config
             train, test = training_data(payload, progress=overrides.get("enable_progress_bar") is not False)
         else:  # one scan, held in memory; by default every position seeds a group
-            train = load_scan(train_file)
-            test = load_scan(test_file) if test_file else None
+            train = load_scan(train_file, probe_file=overrides.get("probe_file"))
+            test = load_scan(test_file, probe_file=overrides.get("probe_file")) if test_file else None
             overrides.setdefault("n_groups", train.n_positions)
             payload = create_training_payload(train_file, output_dir, overrides)
             cfg = payload.tf_training_config
@@ -290,7 +292,7 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
         overrides = overrides_from_args(args, skip=("model_path", "test_data_file", "output_dir"))
         _setup_logging(overrides.get("enable_progress_bar") is False)
         payload = create_inference_payload(args.model_path, args.test_data_file, args.output_dir, overrides)
-        load_scan(args.test_data_file)  # a bad scan fails before anything is written
+        load_scan(args.test_data_file, probe_file=overrides.get("probe_file"))  # a bad scan fails before any write
         cfg = payload.tf_inference_config
         write_config_snapshot(cfg.output_dir, config_snapshot("infer", cfg.backend, ["ptycho-infer", *argv],
                                                               payload.to_dict()))

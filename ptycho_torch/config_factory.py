@@ -352,8 +352,9 @@ def create_inference_payload(
         debug=bool(overrides.get("debug", False)),
     )
     canonical_overrides = {k: v for k, v in merged.items() if k in _MODEL_KEYS}
-    if "backend" in overrides:
-        canonical_overrides["backend"] = overrides["backend"]
+    for key in ("backend", "probe_file"):
+        if overrides.get(key) is not None:
+            canonical_overrides[key] = overrides[key]
     canonical_overrides.update(
         model_path=bundle, test_data_file=test_path, output_dir=Path(output_dir).expanduser().resolve()
     )

@@ -108,6 +108,24 @@ def test_ptycho_train_and_prepare_on_a_directory(tmp_path, capsys):
     assert snapshot["payload"]["tf_training_config"]["train_data_file"] == str(tmp_path / "corpus")
     assert snapshot["payload"]["tf_training_config"]["n_groups"] is None  # every position seeds a group
 
+    # --probe_file replaces the scan's probe: its own probe from a file reconstructs the same, another does not
+    from ptycho_torch.cli import run_inference_cli
+
+    scan_file = tmp_path / "corpus" / "scan_0.npz"
+    np.save(tmp_path / "own.npy", load_scan(scan_file).probe)
+    np.save(tmp_path / "other.npy", make_probe(64, **PROBES[1]))
+    objects = {}
+    for name, extra in (("plain", []), ("own", ["--probe_file", str(tmp_path / "own.npy")]),
+                        ("other", ["--probe_file", str(tmp_path / "other.npy")])):
+        out = tmp_path / f"infer_{name}"
+        assert run_inference_cli(["--model_path", str(run), "--test_data_file", str(scan_file), "--output_dir",
+                                  str(out), *extra, "--quiet"]) == 0
+        objects[name] = np.load(out / "reconstruction.npz")["object"]
+    np.testing.assert_allclose(objects["own"], objects["plain"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(objects["other"], objects["plain"], atol=1e-3)
+    assert json.loads((tmp_path / "infer_own" / "config.json").read_text())["payload"]["tf_inference_config"][
+        "probe_file"] == str(tmp_path / "own.npy")
+
 
 def test_corpus_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()

@@ -279,8 +279,12 @@ class TrainingConfig(_ValidatedConfig):
     #: Prepared store of a corpus (grouped, normalised scans on disk; ptycho-prepare); reused while its sources and
     #: settings are unchanged. None: ``<output_dir>/store``. Unused when training on one scan. Default None.
     store_dir: Optional[Path] = None
+    #: Probe file (.npy or .npz) that replaces the probe of every scan read (e.g. a CXI file without an
+    #: illumination); None uses each scan's own probe. Default None.
+    probe_file: Optional[Path] = None
 
-    _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir", "store_dir")
+    _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir", "store_dir",
+                                                  "probe_file")
     _checks: ClassVar[dict[str, Check]] = {
         "model": lambda v: None if isinstance(v, ModelConfig) else f"must be a ModelConfig, got {type(v).__name__}",
         "train_data_file": _optional_path,
@@ -303,6 +307,7 @@ class TrainingConfig(_ValidatedConfig):
         "intensity_scale_trainable": _is_bool,
         "output_dir": lambda v: None if isinstance(v, (str, Path)) else f"must be a path, got {v!r}",
         "store_dir": _optional_path,
+        "probe_file": _optional_path,
         "backend": _one_of(BACKENDS),
     }
 
@@ -339,6 +344,9 @@ class InferenceConfig(_ValidatedConfig):
     model_path: Optional[Path] = None
     #: NPZ scan to reconstruct. Default None (must be set before inference).
     test_data_file: Optional[Path] = None
+    #: Probe file (.npy or .npz) that replaces the scan's own probe (e.g. a CXI file without an illumination);
+    #: None uses the scan's probe. Default None.
+    probe_file: Optional[Path] = None
     #: Reconstruct from groups seeded at the first n_groups scan positions; None: every position. Default None.
     n_groups: Optional[int] = None
     #: Accepted for symmetry with ``TrainingConfig``; inference groups positions in scan order and does not read
@@ -356,11 +364,12 @@ class InferenceConfig(_ValidatedConfig):
     #: "pytorch" or "tensorflow". Default "pytorch".
     backend: str = "pytorch"
 
-    _path_fields: ClassVar[tuple[str, ...]] = ("model_path", "test_data_file", "output_dir")
+    _path_fields: ClassVar[tuple[str, ...]] = ("model_path", "test_data_file", "output_dir", "probe_file")
     _checks: ClassVar[dict[str, Check]] = {
         "model": TrainingConfig._checks["model"],
         "model_path": _optional_path,
         "test_data_file": _optional_path,
+        "probe_file": _optional_path,
         "n_groups": _int_at_least(1, optional=True),
         "n_subsample": _int_at_least(1, optional=True),
         "subsample_seed": _int_at_least(0, optional=True),

@@ -51,7 +51,8 @@ def store_settings(config: Any, seed: int) -> StoreSettings:
     return StoreSettings(N=model.N, gridsize=model.gridsize, neighbor_count=config.neighbor_count,
                          groups_per_scan=config.n_groups, seed=seed if config.subsample_seed is None
                          else config.subsample_seed, probe_scale=model.probe_scale, probe_mask=model.probe_mask,
-                         nphotons=config.nphotons, truth=needs_truth)
+                         nphotons=config.nphotons, truth=needs_truth,
+                         probe_file=None if config.probe_file is None else str(config.probe_file))
 
 
 def split_scans(n_scans: int, seed: int, fraction: float = VALIDATION_FRACTION) -> tuple[list[int], list[int]]:

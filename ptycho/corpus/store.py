@@ -71,6 +71,7 @@ class StoreSettings:
     probe_mask: bool = False
     nphotons: float = 1e9  #: dose of scans whose metadata records none
     truth: bool = False  #: also store ground-truth patches (supervised / real-space losses)
+    probe_file: Optional[str] = None  #: a probe replacing every scan's own (``--probe_file``)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,6 +108,9 @@ class Store:
     root: Path
     settings: StoreSettings
     scans: list[ScanEntry] = field(default_factory=list)
+    #: set by ``prepare_store``: what that call did (scans, prepared, reused, positions, patterns, seconds,
+    #: patterns_per_s over the sources it was given), so array tasks can report preparation throughput
+    report: Optional[dict[str, Any]] = None
 
     @property
     def n_groups(self) -> int:
@@ -237,7 +241,7 @@ def _prepare_scan(source: Path, settings: StoreSettings, root: Path, sha: str) -
     from ptycho.normalisation import amplitude_normalisation, intensity_scale, normalize_probe, probe_support
 
     stat = source.stat()
-    scan = load_scan(source)
+    scan = load_scan(source, probe_file=settings.probe_file)
     check_pattern_size(source, scan.N, settings.N)
     raw_probe = np.asarray(scan.probe, np.complex64)
     mask = probe_support(raw_probe) if settings.probe_mask else None
@@ -327,7 +331,11 @@ def prepare_store(sources: Sequence[os.PathLike | str], root: os.PathLike | str,
     seconds = time.perf_counter() - started
     log.info("prepare: %d scans (%d prepared, %d reused), %d patterns in %.1f s (%.0f patterns/s) -> %s", len(paths),
              len(todo), len(paths) - len(todo), patterns, seconds, patterns / max(seconds, 1e-9), root)
-    return open_store(root)
+    store = open_store(root)
+    store.report = {"scans": len(paths), "prepared": len(todo), "reused": len(paths) - len(todo),
+                    "positions": sum(e.n_positions for e in ordered if e.source in order), "patterns": patterns,
+                    "seconds": seconds, "patterns_per_s": patterns / max(seconds, 1e-9)}
+    return store
 
 
 def _entries(root: Path, settings: StoreSettings) -> dict[str, ScanEntry]:

@@ -7,6 +7,10 @@ is visible, and turns every problem into one ``DataContractError`` naming the fi
 
 Each format module offers ``read_scan(path, probe_file=None)``, ``read_metadata(path)`` and
 ``read_probe_size(path)``. h5py is imported only inside them, so importing ``ptycho.data_contract`` stays light.
+
+Layers (no import cycle): ``ptycho.scan_data`` (ScanData, validate_scan) and ``formats`` (format names) at the
+bottom; ``probe_file``, ``_hdf5``, then ``npz``, ``ptychodus_h5`` and ``cxi`` above them; this package (detection
+and dispatch) above the format modules, which never import it; ``ptycho.data_contract`` on top.
 """
 
 from __future__ import annotations
@@ -17,16 +21,13 @@ from pathlib import Path
 from types import ModuleType
 
 from ptycho.errors import DataContractError
+from ptycho.readers.formats import CXI, FORMATS, HDF5_SUFFIXES, NPZ, PTYCHODUS_H5
 
-NPZ = "npz"
-PTYCHODUS_H5 = "ptychodus-h5"
-CXI = "cxi"
-FORMATS = (NPZ, PTYCHODUS_H5, CXI)
+__all__ = ["CXI", "FORMATS", "HDF5_SUFFIXES", "NPZ", "PTYCHODUS_H5", "detect_format", "reader_module"]
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".cxi", ".nxs")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
-_MODULES = {PTYCHODUS_H5: "ptycho.readers.ptychodus_h5", CXI: "ptycho.readers.cxi"}
+_MODULES = {NPZ: "ptycho.readers.npz", PTYCHODUS_H5: "ptycho.readers.ptychodus_h5", CXI: "ptycho.readers.cxi"}
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -38,9 +39,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if not p.is_file():
         raise FileNotFoundError(f"{path}: scan file not found")
     if _has_hdf5_signature(p):
-        from ptycho.readers._hdf5 import hdf5_kind
-
-        return hdf5_kind(p)
+        return _hdf5_kind(p)
     if p.suffix.lower() in HDF5_SUFFIXES:
         raise DataContractError(
             f"{path}: is not a readable HDF5 file (no HDF5 signature: empty, truncated or another format)"
@@ -49,7 +48,7 @@ def detect_format(path: str | os.PathLike) -> str:
 
 
 def reader_module(fmt: str) -> ModuleType:
-    """The module that reads ``fmt`` (imported on first use, since it imports h5py)."""
+    """The module that reads ``fmt`` (imported on first use, since the HDF5 readers import h5py)."""
     try:
         return importlib.import_module(_MODULES[fmt])
     except KeyError:
@@ -72,3 +71,27 @@ def _has_hdf5_signature(path: Path) -> bool:
     except OSError:
         return False
     return False
+
+
+def _hdf5_kind(path: Path) -> str:
+    """CXI if the file has ``/entry_1`` or ``/cxi_version``; Ptychodus training data if it has one of its datasets.
+
+    Here, not in ``_hdf5``, because it needs both ``_hdf5`` and ``ptychodus_h5``, and ``ptychodus_h5`` imports
+    ``_hdf5`` (the dispatcher is the one module above both).
+    """
+    from ptycho.readers._hdf5 import H5_ERRORS, open_h5
+    from ptycho.readers.ptychodus_h5 import DATASETS
+
+    with open_h5(path) as h5:
+        try:
+            names = sorted(h5.keys())
+        except H5_ERRORS as exc:
+            raise DataContractError(f"{path}: cannot list the HDF5 file's contents (corrupt?): {exc}") from exc
+    if "entry_1" in names or "cxi_version" in names:
+        return CXI
+    if any(name in names for name in DATASETS):
+        return PTYCHODUS_H5
+    raise DataContractError(
+        f"{path}: HDF5 file is neither CXI (no '/entry_1') nor Ptychodus training data (no 'patterns'); "
+        f"top-level entries: {', '.join(names) or 'none'}"
+    )

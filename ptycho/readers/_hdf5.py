@@ -16,14 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from ptycho.data_contract import ScanData, validate_scan
+from ptycho.scan_data import ScanData, validate_scan
 from ptycho.errors import DataContractError
 
 # Light speed times Planck's constant, and the electronvolt (exact SI values).
 PLANCK_TIMES_C_J_M = 6.62607015e-34 * 299792458.0
 ELECTRONVOLT_J = 1.602176634e-19
 
-_H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
+# What h5py raises for a truncated file, a corrupt chunk or a dangling link (also used by format detection).
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
+_H5_ERRORS = H5_ERRORS
 
 
 @contextmanager
@@ -37,26 +39,6 @@ def open_h5(path: str | os.PathLike) -> Iterator[Any]:
         raise DataContractError(f"{path}: is not a readable HDF5 file (truncated or corrupt?): {exc}") from exc
     with h5:
         yield h5
-
-
-def hdf5_kind(path: Path) -> str:
-    """CXI if the file has ``/entry_1`` or ``/cxi_version``; Ptychodus training data if it has one of its datasets."""
-    from ptycho.readers import CXI, PTYCHODUS_H5
-    from ptycho.readers.ptychodus_h5 import DATASETS
-
-    with open_h5(path) as h5:
-        try:
-            names = sorted(h5.keys())
-        except _H5_ERRORS as exc:
-            raise DataContractError(f"{path}: cannot list the HDF5 file's contents (corrupt?): {exc}") from exc
-    if "entry_1" in names or "cxi_version" in names:
-        return CXI
-    if any(name in names for name in DATASETS):
-        return PTYCHODUS_H5
-    raise DataContractError(
-        f"{path}: HDF5 file is neither CXI (no '/entry_1') nor Ptychodus training data (no 'patterns'); "
-        f"top-level entries: {', '.join(names) or 'none'}"
-    )
 
 
 def find(h5: Any, names: Iterable[str]) -> str | None:

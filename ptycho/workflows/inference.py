@@ -22,7 +22,7 @@ def run_inference(payload: Any) -> dict[str, Any]:
     """
     cfg = payload.tf_inference_config
     backend = get_backend(cfg.backend)
-    scan = load_scan(cfg.test_data_file)
+    scan = load_scan(cfg.test_data_file, probe_file=cfg.probe_file)
     model, info = backend.load(cfg.model_path)
     check_pattern_size(cfg.test_data_file, scan.N, info["training_config"].model.N)
     recon = backend.reconstruct(model, scan, payload.execution_config, neighbor_count=cfg.neighbor_count,

@@ -29,13 +29,14 @@ def training_data(payload: Any, progress: bool = True) -> tuple[Union[ScanData, 
     """
     cfg = payload.tf_training_config
     if not uses_corpus(cfg):
-        return load_scan(cfg.train_data_file), load_scan(cfg.test_data_file) if cfg.test_data_file else None
+        test = load_scan(cfg.test_data_file, probe_file=cfg.probe_file) if cfg.test_data_file else None
+        return load_scan(cfg.train_data_file, probe_file=cfg.probe_file), test
     check_corpus(cfg.backend, cfg.train_data_file)
     from ptycho.corpus.prepared import prepare_corpus
 
     corpus = prepare_corpus(cfg, payload.execution_config.seed, progress=progress)
     shown = corpus.test_sources[0] if corpus.test_sources else corpus.store.scans[corpus.val_ids[0]].source
-    return corpus, load_scan(shown)
+    return corpus, load_scan(shown, probe_file=cfg.probe_file)
 
 
 def train_and_reconstruct(payload: Any, train: Union[ScanData, PreparedCorpus], test: Optional[ScanData],

@@ -1,0 +1,145 @@
+"""A corpus (directory, glob or manifest of scans) checked before anything is queued, and its dry-run summary.
+
+Every file's header is read (``ptycho.corpus.spec.describe_corpus``: probe shape and metadata, never the
+diffraction stack), so one corrupt or missing file, an empty directory or a corpus mixing pattern sizes fails here
+in one line naming it, not in a queued job. The summary adds what is cheap to read from an NPZ: its positions
+(the length of ``xcoords``) and its probe (``probeGuess``, hashed to count distinct probes); HDF5/CXI scans are
+counted as files only (their positions and probes would need the reader).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from launcher.errors import LaunchError
+from launcher.validate import check_plain_text
+
+__all__ = ["is_corpus_request", "check_corpus", "check_training_corpus", "check_headers", "format_summary"]
+
+
+def is_corpus_request(train: Optional[Path | str], test: Optional[Path | str]) -> bool:
+    """Whether a training request names a corpus (then both sets go to the store, as the config factory decides)."""
+    from ptycho.corpus.spec import is_corpus
+
+    return any(spec is not None and is_corpus(spec) for spec in (train, test))
+
+
+def check_corpus(spec: Path | str, flag: str) -> tuple[list[Path], dict[str, Any]]:
+    """Resolve ``spec`` and read every file's header; returns (scan files, summary). Any problem: one LaunchError."""
+    from ptycho.corpus.spec import resolve_corpus
+
+    text = os.fsdecode(os.fspath(spec))
+    check_plain_text(text, flag)
+    try:
+        sources = resolve_corpus(text)
+        for path in sources:
+            check_plain_text(path, flag)
+        summary = _summarise(sources)
+    except LaunchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable corpus is the user's input problem
+        message = _one_line(exc)
+        raise LaunchError(f"{flag} {message}" if message.startswith(text) else f"{flag} {text}: {message}") from None
+    return sources, summary
+
+
+def check_training_corpus(train: Path | str, test: Optional[Path | str]) -> dict[str, Any]:
+    """Both sets of a corpus request: each valid, one N across them, no test scan among the training scans.
+
+    Returns ``{"train": {"spec", "sources", "summary"}, "test": ... or None, "N": N}``.
+    """
+    sets: dict[str, Any] = {"test": None}
+    for key, spec, flag in (("train", train, "--train_data_file"), ("test", test, "--test_data_file")):
+        if spec is not None:
+            sources, summary = check_corpus(spec, flag)
+            sets[key] = {"spec": str(spec), "flag": flag, "sources": sources, "summary": summary}
+    if sets["test"] is not None:
+        n_train, n_test = sets["train"]["summary"]["N"], sets["test"]["summary"]["N"]
+        if n_train != n_test:
+            raise LaunchError(f"--test_data_file {test}: patterns are N={n_test} but the training set has "
+                              f"N={n_train}; training and test scans must have the same N")
+        overlap = sorted(set(sets["train"]["sources"]) & set(sets["test"]["sources"]))
+        if overlap:
+            raise LaunchError(f"--test_data_file {overlap[0]}: in both the training and the test set; a test scan "
+                              "must be held out")
+    sets["N"] = sets["train"]["summary"]["N"]
+    return sets
+
+
+def check_headers(sources: Sequence[Path | str], N: int, where: str) -> None:
+    """The files of one array task still read and still have the run's N (``retry`` checks this before
+    resubmitting a failed preparation task)."""
+    from ptycho.corpus.spec import check_same_N
+
+    try:
+        found = check_same_N(list(sources))
+    except Exception as exc:  # noqa: BLE001
+        raise LaunchError(f"{where}: {_one_line(exc)}") from None
+    if found != N:
+        raise LaunchError(f"{where}: {sources[0]}: patterns are N={found} but the run prepares N={N}")
+
+
+def _summarise(sources: list[Path]) -> dict[str, Any]:
+    """scans, positions, bytes, distinct probes, N (the per-file list stays out: a corpus may hold many files)."""
+    from ptycho.corpus.spec import check_same_N, describe_corpus
+
+    described = describe_corpus(sources)
+    if not described["same_N"]:
+        check_same_N(sources)  # names the first file that differs
+    positions, probes, uncounted = 0, set(), 0
+    for path in sources:
+        header = _npz_header(path)
+        if header is None:
+            uncounted += 1
+            continue
+        positions += header[0]
+        probes.add(header[1])
+    return {"scans": described["scans"], "positions": positions, "bytes": described["bytes"],
+            "distinct_probes": len(probes), "N": described["N"], "not_npz": uncounted}
+
+
+def _npz_header(path: Path) -> Optional[tuple[int, str]]:
+    """(positions, probe digest) of an NPZ from ``xcoords`` and ``probeGuess`` alone; None for other formats."""
+    import numpy as np
+
+    from ptycho.readers import NPZ, detect_format
+
+    if detect_format(path) != NPZ:
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        for key in ("xcoords", "probeGuess"):
+            if key not in npz.files:
+                raise ValueError(f"{path}: missing required key {key!r}")
+        positions = int(np.asarray(npz["xcoords"]).shape[0])
+        probe = np.ascontiguousarray(npz["probeGuess"])
+    digest = hashlib.sha256(f"{probe.dtype.str}{probe.shape}".encode())
+    digest.update(probe.tobytes())
+    return positions, digest.hexdigest()
+
+
+def _size(n_bytes: int) -> str:
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n_bytes} B"  # not reached
+
+
+def format_summary(label: str, spec: str, summary: dict[str, Any]) -> str:
+    """One line per set, e.g. ``training set DIR: 4 scans, 64 patterns (positions), 1.6 MiB on disk, 1 distinct
+    probe, N=64``."""
+    extra = (f" (+ {summary['not_npz']} HDF5/CXI scan(s) whose positions and probes are not read here)"
+             if summary["not_npz"] else "")
+    probes = summary["distinct_probes"]
+    return (f"{label} {spec}: {summary['scans']} scan(s), {summary['positions']} patterns (positions), "
+            f"{_size(summary['bytes'])} on disk, {probes} distinct probe{'s' if probes != 1 else ''}, "
+            f"N={summary['N']}{extra}")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
