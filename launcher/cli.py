@@ -1,7 +1,7 @@
-"""``ptycho-launch``: train, infer (job arrays), status, logs, cancel, retry.
+"""``ptycho-launch``: train, prepare and infer (job arrays), status, logs, cancel, retry.
 
 This module is the parser and the dispatch only; each command lives in its own module (``train_command``,
-``infer_command``, ``watch``). Training flags are ``ptycho_torch.cli.add_training_arguments`` and become factory
+``prepare_command``, ``infer_command``, ``watch``). Training flags are ``ptycho_torch.cli.add_training_arguments`` and become factory
 overrides through ``overrides_from_args``, so every flag means what it means for ``ptycho-train``. Everything is
 validated before anything is queued; a user mistake prints one line and exits 2. Once validated, a debug run
 executes in this process (tracebacks and pdb work), a local run blocks until its processes end, and a Slurm
@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from launcher import PROG
 from launcher.errors import LaunchError
 from launcher.infer_command import cmd_infer
+from launcher.prepare_command import cmd_prepare
 from launcher.train_command import cmd_train
 from launcher.watch import cmd_cancel, cmd_logs, cmd_retry, cmd_status
 from ptycho_torch.cli import USER_ERRORS, add_data_arguments, add_execution_arguments, add_training_arguments
@@ -26,7 +27,10 @@ __all__ = ["main", "build_parser"]
 
 #: ``ptycho-train`` may simulate a dataset without --train_data_file; compute nodes never do, and ``--resume`` takes
 #: the file from the run, so the flag stays optional for argparse and ``train_command`` insists on it
-TRAIN_DATA_HELP = "training scan NPZ (required: ptycho-launch does not simulate data; see ptycho-simulate)"
+TRAIN_DATA_HELP = ("training scan NPZ (required: ptycho-launch does not simulate data; see ptycho-simulate), or a "
+                   "corpus: a directory, glob or .txt/.lst manifest of scans, checked whole before queueing")
+PREPARE_DATA_HELP = ("the corpus to prepare: a directory, glob or .txt/.lst manifest of scans; the store goes to "
+                     "--store_dir (default RUN_DIR/store)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +45,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_cluster_arguments(parser: argparse.ArgumentParser, array: bool) -> None:
+def _add_cluster_arguments(parser: argparse.ArgumentParser, array: bool, unit: str = "inputs") -> None:
     g = parser.add_argument_group("cluster and resources (flags override the --profile)")
     g.add_argument("--cluster", choices=("slurm", "local", "debug"),
                    help="default: slurm when sbatch is on PATH, else local")
@@ -65,7 +69,7 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, array: bool) -> None
     g.add_argument("--hold", action="store_true", help="submit held (release with scontrol release JOBID)")
     g.add_argument("--wait", action="store_true", help="Slurm: block until the job ends")
     if array:
-        g.add_argument("--chunk-size", type=_positive_int, default=1, help="inputs per array task")
+        g.add_argument("--chunk-size", type=_positive_int, default=1, help=f"{unit} per array task")
         g.add_argument("--array-parallelism", type=_positive_int, help="array tasks running at once (default 4)")
     else:
         g.add_argument("--dist-timeout", type=_positive_int, default=600,
@@ -73,7 +77,8 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, array: bool) -> None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Launch PtychoPINN training and batch inference: debug, local or Slurm.")
+    parser = _Parser(prog=PROG, description="Launch PtychoPINN training, corpus preparation and batch inference: "
+                                            "debug, local or Slurm.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train (DDP/FSDP over --nodes x --devices ranks)")
@@ -83,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue a failed, cancelled or requeue-exhausted run in its own directory from its "
                             "newest checkpoint (only --wait may accompany it)")
+
+    prepare = sub.add_parser("prepare", help="prepare a corpus into its store as a job array (chunks of scans)")
+    add_training_arguments(prepare, train_data_help=PREPARE_DATA_HELP)
+    prepare.set_defaults(output_dir=None, func=cmd_prepare)
+    _add_cluster_arguments(prepare, array=True, unit="scans")
 
     infer = sub.add_parser("infer", help="reconstruct many scans as a job array")
     infer.add_argument("--model_path", type=Path, required=True, help="wts.h5.zip or a folder holding it")

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 from launcher.errors import LaunchError
 from launcher.validate import check_plain_text
 
-__all__ = ["is_corpus_request", "check_corpus", "check_training_corpus", "check_headers", "format_summary"]
+__all__ = ["is_corpus_request", "corpus_spec_path", "check_corpus", "check_training_corpus", "check_headers",
+           "format_summary", "corpus_lines"]
 
 
 def is_corpus_request(train: Optional[Path | str], test: Optional[Path | str]) -> bool:
@@ -25,6 +26,11 @@ def is_corpus_request(train: Optional[Path | str], test: Optional[Path | str]) -
     from ptycho.corpus.spec import is_corpus
 
     return any(spec is not None and is_corpus(spec) for spec in (train, test))
+
+
+def corpus_spec_path(spec: Path | str) -> Path:
+    """A spec as a rank on another node needs it: absolute and user-expanded, glob characters kept."""
+    return Path(os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(spec)))))
 
 
 def check_corpus(spec: Path | str, flag: str) -> tuple[list[Path], dict[str, Any]]:
@@ -138,6 +144,14 @@ def format_summary(label: str, spec: str, summary: dict[str, Any]) -> str:
     return (f"{label} {spec}: {summary['scans']} scan(s), {summary['positions']} patterns (positions), "
             f"{_size(summary['bytes'])} on disk, {probes} distinct probe{'s' if probes != 1 else ''}, "
             f"N={summary['N']}{extra}")
+
+
+def corpus_lines(corpus: Optional[dict[str, Any]]) -> list[str]:
+    """The dry-run lines of a ``check_training_corpus`` result (none for a single-scan request)."""
+    if corpus is None:
+        return []
+    return [format_summary(label, corpus[key]["spec"], corpus[key]["summary"])
+            for key, label in (("train", "training set"), ("test", "test set")) if corpus[key]]
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """Per-rank and per-task log files of a run, and following them while the job runs.
 
 submitit names them ``submitit/<job>_<rank>_log.{out,err}`` (arrays: ``<array>_<index>_0_log.*``); local
-inference arrays write ``logs/task-<chunk>.log``.
+arrays (inference, preparation) write ``logs/task-<chunk>.log``.
 """
 
 from __future__ import annotations
@@ -33,21 +33,21 @@ def _latest_job_for_chunk(run: dict[str, Any], chunk: int) -> Optional[str]:
 
 
 def log_files(run_dir: Path, rank: Optional[int] = None, task: Optional[int] = None) -> list[Path]:
-    """The files to show: training rank ``rank`` (default 0) of the newest job, or inference chunk ``task``
+    """The files to show: training rank ``rank`` (default 0) of the newest job, or array chunk ``task``
     (default: every chunk), stdout before stderr."""
     run_dir = Path(run_dir).expanduser().resolve()
     run = load_run(run_dir)
     folder = run_dir / SUBMITIT
     if run["kind"] == "train":
         if task is not None:
-            raise LaunchError("--task is for inference arrays; use --rank for training runs")
+            raise LaunchError("--task is for job arrays (infer, prepare); use --rank for training runs")
         subs = run.get("submissions", [])
         if not subs:
             raise LaunchError(f"{run_dir}: no job recorded yet")
         stem = f"{subs[-1]['job_id']}_{rank or 0}_log"
         return [folder / f"{stem}.out", folder / f"{stem}.err"]
     if rank is not None:
-        raise LaunchError("--rank is for training runs; use --task for inference arrays")
+        raise LaunchError("--rank is for training runs; use --task for job arrays (infer, prepare)")
     chunks = [task] if task is not None else sorted({c for s in run.get("submissions", []) for c in s["tasks"]})
     files: list[Path] = []
     for chunk in chunks:

@@ -1,7 +1,7 @@
 """A launch request -> JobPlan: the Slurm/submitit request and the Lightning Trainer arguments, derived together.
 
-The flags that are the launcher's own (cluster, resources) are merged over the site profile here, once for both
-``train`` and ``infer``; every other flag becomes a config-factory override.
+The flags that are the launcher's own (cluster, resources) are merged over the site profile here, once for every
+command; every other flag becomes a config-factory override.
 
 ``plan_training`` takes the Trainer arguments from ``ptycho_torch.trainer_args.trainer_arguments`` (the same
 function the Trainer is built with) and sets ``nodes = num_nodes`` and ``tasks per node = devices`` from them, so
@@ -19,12 +19,12 @@ from typing import Any, Optional, Sequence
 
 from launcher.errors import LaunchError
 from launcher.profiles import load_profile
-from launcher.validate import check_mem, check_plain_text, parse_time_minutes
+from launcher.validate import absolute_path, check_mem, check_plain_text, check_probe_file, parse_time_minutes
 from ptycho.config.config import GPU_ACCELERATORS, PyTorchExecutionConfig
 from ptycho_torch.cli import overrides_from_args
 from ptycho_torch.trainer_args import trainer_arguments
 
-__all__ = ["Resources", "JobPlan", "normalise_strategy", "plan_training", "plan_inference", "SRUN_ARGS",
+__all__ = ["Resources", "JobPlan", "normalise_strategy", "plan_training", "plan_array", "SRUN_ARGS",
            "DEFAULT_TIME_MIN", "THREADS_SETUP", "LAUNCH_KEYS", "choose_cluster", "slurm_reachable",
            "merge_resources", "request_resources", "factory_overrides", "check_gpus_per_node"]
 
@@ -33,6 +33,8 @@ SRUN_ARGS = ["--kill-on-bad-exit=1"]
 DEFAULT_TIME_MIN = 60
 #: one BLAS/OpenMP thread per allocated CPU unless the user or the site already decided
 THREADS_SETUP = 'export OMP_NUM_THREADS="${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"'
+#: path overrides made absolute before they reach a rank (data files are checked, and made absolute, by the commands)
+PATH_OVERRIDES = ("store_dir", "probe_file")
 #: launcher-only flags: never passed to the config factory
 LAUNCH_KEYS = ("command", "func", "cluster", "profile", "partition", "account", "qos", "time", "mem",
                "cpus_per_task", "constraint", "exclusive", "signal_delay", "max_requeues", "setup", "run_dir",
@@ -63,9 +65,9 @@ class Resources:
 
 @dataclass
 class JobPlan:
-    """Everything needed to submit, JSON-serialisable; ``trainer`` is empty for inference arrays."""
+    """Everything needed to submit, JSON-serialisable; ``trainer`` is empty for job arrays."""
 
-    kind: str  # "train" | "infer"
+    kind: str  # "train" | "infer" | "prepare"
     cluster: str  # "slurm" | "local" | "debug"
     nodes: int
     tasks_per_node: int
@@ -131,7 +133,7 @@ def merge_resources(args: argparse.Namespace, profile: dict[str, Any], job_name:
 
 
 def request_resources(args: argparse.Namespace, job_name: str) -> tuple[str, dict[str, Any], Resources]:
-    """The cluster, the site profile (empty without ``--profile``) and the merged resources of a train/infer request."""
+    """The cluster, the site profile (empty without ``--profile``) and the merged resources of a request."""
     cluster = choose_cluster(args)
     profile = load_profile(args.profile) if args.profile else {}
     return cluster, profile, merge_resources(args, profile, job_name)
@@ -139,10 +141,15 @@ def request_resources(args: argparse.Namespace, job_name: str) -> tuple[str, dic
 
 def factory_overrides(args: argparse.Namespace, profile: dict[str, Any], cluster: str,
                       skip: Sequence[str] = ()) -> dict[str, Any]:
-    """The config-factory overrides of a request: every flag given except the launcher's own (and ``skip``), the
-    profile's accelerator unless ``--accelerator`` was given, and a progress bar only where a terminal watches
-    (debug runs in this shell; batch logs would fill with bar redraws)."""
+    """The config-factory overrides of a request: every flag given except the launcher's own (and ``skip``), with
+    file and folder flags absolute (and a ``--probe_file`` that reads), the profile's accelerator unless ``--accelerator`` was given, and a progress bar
+    only where a terminal watches (debug runs in this shell; batch logs would fill with bar redraws)."""
     overrides = overrides_from_args(args, skip=(*LAUNCH_KEYS, *skip))
+    for key in PATH_OVERRIDES:  # ranks and array tasks may start in another directory, on another node
+        if overrides.get(key) is not None:
+            overrides[key] = absolute_path(overrides[key])
+    if overrides.get("probe_file") is not None:
+        check_probe_file(overrides["probe_file"])
     if "accelerator" in profile:
         overrides.setdefault("accelerator", profile["accelerator"])
     overrides.setdefault("enable_progress_bar", cluster == "debug")
@@ -212,14 +219,15 @@ def plan_training(execution: PyTorchExecutionConfig, res: Resources, cluster: st
     )
 
 
-def plan_inference(accelerator: str, res: Resources, cluster: str, array_tasks: int,
-                   notices: Optional[list[str]] = None) -> JobPlan:
-    """One single-device task per chunk of inputs, at most ``array_parallelism`` running at once."""
+def plan_array(kind: str, accelerator: str, res: Resources, cluster: str, array_tasks: int,
+               notices: Optional[list[str]] = None) -> JobPlan:
+    """A job array (``infer``, ``prepare``): one single-device task per chunk of inputs, at most
+    ``array_parallelism`` running at once; GPUs only when ``accelerator`` asks for one."""
     gpus = _gpus(accelerator, 1)
     parallelism = max(1, min(res.array_parallelism, array_tasks))
     local = {"timeout_min": res.time_min, "max_workers": parallelism}
     return JobPlan(
-        kind="infer", cluster=cluster, nodes=1, tasks_per_node=1, gpus_per_node=gpus,
+        kind=kind, cluster=cluster, nodes=1, tasks_per_node=1, gpus_per_node=gpus,
         slurm=_slurm_params(res, 1, 1, gpus, res.cpus_per_task or 1, array_parallelism=parallelism),
         local=local, trainer={}, max_requeues=res.max_requeues, dist_timeout_s=res.dist_timeout_s,
         array_tasks=array_tasks, notices=list(notices or []),

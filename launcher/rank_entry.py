@@ -1,8 +1,9 @@
 """What every rank of a training job, and every task of an inference array, runs.
 
-The same code serves all paths: submitit on Slurm or locally (``TrainingTask`` / ``infer_chunk`` with the spec
+The same code serves all paths: submitit on Slurm or locally (``TrainingTask`` / ``run_chunk`` with the spec
 dict), the plain sbatch templates (``python -m launcher.rank_entry --spec SPEC.json [--chunk I]``) and
-``--cluster debug`` (called in-process).
+``--cluster debug`` (called in-process). An array task (``run_chunk``) reconstructs its inputs (``infer_chunk``) or
+prepares its scans into the store (``prepare_chunk``), as its chunk's ``kind`` says.
 
 Training, per rank: rebuild the payload with the config factory (which also fills ``params.cfg``), log the
 SHA-256 of ``payload_fingerprint``, all-gather the fingerprints and abort with both hashes when any rank differs,
@@ -30,7 +31,8 @@ from submitit.helpers import Checkpointable
 
 from launcher.rundir import SUMMARY, now, read_json, update_run, write_json
 
-__all__ = ["TrainingTask", "train_rank", "infer_chunk", "verify_fingerprints", "PayloadMismatchError", "main"]
+__all__ = ["TrainingTask", "train_rank", "run_chunk", "infer_chunk", "prepare_chunk", "verify_fingerprints",
+           "PayloadMismatchError", "main"]
 
 
 class PayloadMismatchError(RuntimeError):
@@ -268,6 +270,46 @@ def _job_id() -> str:
     return os.environ.get("SLURM_JOB_ID", f"local-{os.getpid()}")
 
 
+def run_chunk(spec: dict[str, Any]) -> dict[str, Any]:
+    """One array task, whatever the array does: the callable submitted for every chunk."""
+    return prepare_chunk(spec) if spec["kind"] == "prepare" else infer_chunk(spec)
+
+
+def prepare_chunk(spec: dict[str, Any]) -> dict[str, Any]:
+    """One preparation task: its chunk of scans into the shared store (``ptycho.corpus.store.prepare_store``, which
+    reuses every scan already prepared with these settings and merges the index under the store's lock).
+
+    The chunk's status file records the state and, once done, the result: scans prepared and reused, positions,
+    patterns, seconds and patterns/s. A failure is recorded there too, then raised, so the scheduler shows it and
+    ``retry`` picks it up.
+    """
+    from launcher.arrays import write_status
+    from ptycho.corpus.store import StoreSettings, prepare_store
+
+    status = Path(spec["status"])
+    started = time.time()
+    record = {"task": spec["chunk"], "job_id": _job_id(), "host": socket.gethostname(), "started_at": started,
+              "store": spec["store_dir"], "scans": len(spec["items"])}
+    write_status(status, {**record, "state": "running"})
+    try:
+        store = prepare_store([item["input"] for item in spec["items"]], spec["store_dir"],
+                              StoreSettings(**spec["settings"]), progress=False)
+    except Exception as exc:  # noqa: BLE001 - recorded for status/retry, then raised
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        write_status(status, {**record, "state": "failed", "error": f"{type(exc).__name__}: {message}",
+                              "finished_at": time.time(), "seconds": time.time() - started})
+        print(f"FAILED task {spec['chunk']}: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
+        raise
+    finished = time.time()
+    result = {**(store.report or {}), "started_at": started, "finished_at": finished}
+    write_status(status, {**record, "state": "completed", "finished_at": finished, "seconds": finished - started,
+                          "result": result})
+    print(f"done task {spec['chunk']}: {result.get('scans')} scan(s), {result.get('prepared')} prepared, "
+          f"{result.get('reused')} reused, {result.get('patterns')} patterns in {result.get('seconds', 0):.2f} s "
+          f"({result.get('patterns_per_s', 0):.0f} patterns/s) -> {spec['store_dir']}", flush=True)
+    return {"chunk": spec["chunk"], **result}
+
+
 def infer_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     """One array task: reconstruct each input of the chunk, skipping inputs already complete.
 
@@ -330,14 +372,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher.rank_entry")
     parser.add_argument("--spec", type=Path, required=True, help="spec.json of the run directory")
     parser.add_argument("--chunk", type=int, default=None,
-                        help="inference chunk (default: SLURM_ARRAY_TASK_ID)")
+                        help="array chunk (default: SLURM_ARRAY_TASK_ID)")
     args = parser.parse_args(argv)
     spec = read_json(args.spec)
     run: Callable[[dict[str, Any]], Any]
     if spec["kind"] == "train":
         run, arg = train_rank, spec
     else:
-        run, arg = infer_chunk, _chunk_from_spec(spec, args.chunk)
+        run, arg = run_chunk, _chunk_from_spec(spec, args.chunk)
     run(arg)
     return 0
 

@@ -8,6 +8,8 @@
       submitit/        submitit's per-rank logs and pickles of the submitted callable
       checkpoints/ tb/ wts.h5.zip summary.json      (training; written by global rank zero)
       manifest.jsonl   (arrays) one line per task: inputs, outputs, state, error
+      tasks/           (preparation arrays) task-<i>.json: each task's state and result
+      store/           (preparation arrays) the prepared store, unless --store_dir puts it elsewhere
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from typing import Any, Optional
 from ptycho.atomic import atomic_write_json
 from launcher.errors import LaunchError
 
-__all__ = ["CONFIG", "SPEC", "RUN", "SUMMARY", "MANIFEST", "SUBMITIT", "LOCAL_LOGS", "now", "planned_run_dir",
+__all__ = ["CONFIG", "SPEC", "RUN", "SUMMARY", "MANIFEST", "SUBMITIT", "LOCAL_LOGS", "TASKS", "now", "planned_run_dir",
            "claim_run_dir", "read_json", "write_json", "update_run", "load_run", "git_commit"]
 
 CONFIG, SPEC, RUN, SUMMARY, MANIFEST = "config.json", "spec.json", "run.json", "summary.json", "manifest.jsonl"
-SUBMITIT, LOCAL_LOGS = "submitit", "logs"
+SUBMITIT, LOCAL_LOGS, TASKS = "submitit", "logs", "tasks"
 #: run.json lists that grow: every submission, every resumption of training (requeue, retry, --resume)
 APPENDED = ("submissions", "resumes")
 DEFAULT_ROOT = Path("runs")

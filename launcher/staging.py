@@ -1,7 +1,8 @@
-"""What ``train`` and ``infer`` share once a request is validated: print it (``--dry-run``), start its run
-directory, write it for review (``--emit-sbatch``), or reload a run's saved plan to submit it again.
+"""What every command (``train``, ``infer``, ``prepare``) shares once a request is validated: print it
+(``--dry-run``), start its run directory, write it for review (``--emit-sbatch``), or reload a run's saved plan to
+submit it again.
 
-Kept apart from both commands so that neither command module imports the other.
+Kept apart from the commands so that no command module imports another.
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ def print_notices(plan: JobPlan) -> None:
         print(notice, file=sys.stderr)
 
 
-def print_dry_run(scripts: list[str], plan: JobPlan, run_dir: Path, spec: dict[str, Any]) -> None:
-    """The sbatch script(s) and the plan and spec as JSON; nothing is written or submitted."""
+def print_dry_run(scripts: list[str], plan: JobPlan, run_dir: Path, spec: dict[str, Any],
+                  summary: Sequence[str] = ()) -> None:
+    """The ``summary`` lines (a corpus: what it holds), the sbatch script(s) and the plan and spec as JSON; nothing
+    is written or submitted."""
+    if summary:
+        print("# ---- corpus ----")
+        for line in summary:
+            print(line)
     for script in scripts:
         print(f"# ---- sbatch script ({run_dir}) ----")
         print(script)

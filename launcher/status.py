@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from launcher import arrays
 from launcher.errors import LaunchError
@@ -108,7 +108,26 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         report["tasks"] = rows
         report["counts"] = {state: sum(r["state"] == state for r in rows) for state in sorted({r["state"] for r in rows})}
         report["state"] = _overall([r["state"] for r in rows])
+        if run["kind"] == "prepare":
+            report["store"] = spec["store_dir"]
+            report["prepared"] = prepare_totals(rows)
     return report
+
+
+def prepare_totals(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """A preparation array's throughput from its completed tasks' results: scans prepared and reused, patterns,
+    the tasks' own seconds (summed) and the wall time from the first task's start to the last one's end."""
+    results = [r["result"] for r in rows if r["state"] == "completed" and r.get("result")]
+    if not results:
+        return None
+    totals: dict[str, Any] = {key: sum(res.get(key, 0) for res in results)
+                              for key in ("scans", "prepared", "reused", "positions", "patterns", "seconds")}
+    totals["tasks"] = len(results)
+    spans = [(res["started_at"], res["finished_at"]) for res in results if "started_at" in res]
+    wall = max(end for _, end in spans) - min(start for start, _ in spans) if spans else totals["seconds"]
+    totals["wall_seconds"] = wall
+    totals["patterns_per_s"] = totals["patterns"] / max(wall, 1e-9)
+    return totals
 
 
 def _training_status(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
@@ -165,9 +184,24 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(f"  bundle: {report['bundle']}")
     for row in report.get("tasks", []):
         done = sum(i["state"] == "completed" for i in row["inputs"])
-        line = f"  task {row['task']}: {row['state']} ({done}/{len(row['inputs'])} inputs done)"
+        what = "scans prepared" if report["kind"] == "prepare" else "inputs done"
+        line = f"  task {row['task']}: {row['state']} ({done}/{len(row['inputs'])} {what})"
+        if row.get("result"):
+            line += f": {_throughput(row['result'])}"
         lines.append(line + (f"  error: {row['error']}" if row["error"] else ""))
     if report.get("counts"):
         lines.append("  " + ", ".join(f"{n} {state}" for state, n in report["counts"].items()))
+    if report.get("store"):
+        lines.append(f"  store: {report['store']}")
+    if report.get("prepared"):
+        totals = report["prepared"]
+        lines.append(f"  {totals['tasks']} task(s) done: {totals['scans']} scans ({totals['prepared']} prepared, "
+                     f"{totals['reused']} reused), {totals['patterns']} patterns in {totals['wall_seconds']:.1f} s "
+                     f"wall ({totals['patterns_per_s']:.0f} patterns/s)")
     return "\n".join(lines)
+
+
+def _throughput(result: dict[str, Any]) -> str:
+    return (f"{result.get('prepared', 0)} prepared, {result.get('reused', 0)} reused, {result.get('patterns', 0)} "
+            f"patterns in {result.get('seconds', 0):.2f} s ({result.get('patterns_per_s', 0):.0f} patterns/s)")
 

@@ -1,6 +1,6 @@
 """Submission through submitit: Slurm (sbatch + srun), local (submitit's LocalExecutor / a process pool), debug.
 
-What is submitted is ``rank_entry.TrainingTask`` / ``rank_entry.infer_chunk`` with a JSON-safe spec (data paths,
+What is submitted is ``rank_entry.TrainingTask`` / ``rank_entry.run_chunk`` with a JSON-safe spec (data paths,
 overrides, execution config as a dict, run directory). submitit's own pickles of that callable are its transport
 mechanism; the launcher itself only ever reads JSON.
 
@@ -121,11 +121,11 @@ def submit_array(plan: JobPlan, chunk_specs: Sequence[dict[str, Any]], run_dir: 
     record for run.json: the job id, the chunk of each task and each task's own job id."""
     import submitit
 
-    from launcher.rank_entry import infer_chunk
+    from launcher.rank_entry import run_chunk
 
     executor = _slurm_executor(plan, run_dir)
     try:
-        jobs = executor.map_array(infer_chunk, list(chunk_specs))
+        jobs = executor.map_array(run_chunk, list(chunk_specs))
     except (subprocess.CalledProcessError, submitit.core.utils.FailedSubmissionError) as exc:
         raise LaunchError(f"submission failed: {_submission_error(exc)}") from None
     array_id = str(jobs[0].job_id).split("_")[0]
@@ -147,13 +147,13 @@ def _local_chunk(spec: dict[str, Any], log_path: str) -> dict[str, Any]:
     """Pool worker: one chunk with stdout/stderr in its own log file, like a Slurm array task."""
     import os
 
-    from launcher.rank_entry import infer_chunk
+    from launcher.rank_entry import run_chunk
 
     with open(log_path, "a", buffering=1) as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         sys.stdout = sys.stderr = log
-        return infer_chunk(spec)
+        return run_chunk(spec)
 
 
 def run_local_array(plan: JobPlan, chunk_specs: Sequence[dict[str, Any]], run_dir: Path) -> list[Optional[str]]:

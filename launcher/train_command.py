@@ -1,7 +1,8 @@
 """``ptycho-launch train``: validate a training request, then run it in this process (debug), as local processes
 or as one Slurm job; ``--resume`` submits an earlier run again into its own directory.
 
-Every check runs before the run directory is claimed, so a rejected request leaves nothing behind.
+Every check runs before the run directory is claimed, so a rejected request leaves nothing behind. A corpus
+(directory, glob or manifest) is checked whole: every file's header, one N across the training and test sets.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from launcher import PROG
+from launcher.corpus_check import check_training_corpus, corpus_lines, corpus_spec_path, is_corpus_request
 from launcher.errors import LaunchError
 from launcher.plan import (JobPlan, check_gpus_per_node, factory_overrides, normalise_strategy, plan_training,
                            request_resources, slurm_reachable)
@@ -21,14 +23,36 @@ from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notice
 from launcher.validate import (absolute_path, check_backend, check_grouping, check_plain_text, check_scan, check_world,
                                check_writable_dir)
 from launcher.waiting import wait_and_report
-from ptycho.backends import DEFAULT_BACKEND
+from ptycho.backends import DEFAULT_BACKEND, check_corpus
 from ptycho.config.config import PyTorchExecutionConfig
+from ptycho.errors import PtychoInputError
 
-__all__ = ["cmd_train", "resume_training"]
+__all__ = ["cmd_train", "resume_training", "check_training_data"]
 
 
-def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], dict[str, Any]]:
-    """Validate everything and build the plan, the spec every rank receives and the config.json record."""
+def check_training_data(train: Path | str, test: Optional[Path | str], backend: str,
+                        probe_file: Optional[Path | str] = None,
+                        ) -> tuple[Path, Optional[Path], Optional[dict[str, Any]], Optional[int]]:
+    """(training data, test data, corpus or None, positions of the one training scan or None).
+
+    A corpus request (either set a directory, glob or manifest) has every file's header read (``corpus_check``);
+    one scan passes the data-contract validation. Paths come back absolute (globs kept).
+    """
+    if is_corpus_request(train, test):
+        corpus = check_training_corpus(train, test, probe_file)
+        try:
+            check_corpus(backend, train)
+        except PtychoInputError as exc:
+            raise LaunchError(str(exc)) from None
+        return corpus_spec_path(train), corpus_spec_path(test) if test is not None else None, corpus, None
+    train_path, n_positions, _ = check_scan(train, "--train_data_file", probe_file)
+    test_path = check_scan(test, "--test_data_file", probe_file)[0] if test is not None else None
+    return train_path, test_path, None, n_positions
+
+
+def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], dict[str, Any], list[str]]:
+    """Validate everything and build the plan, the spec every rank receives, the config.json record and (for a
+    corpus) the summary lines a dry run prints."""
     from ptycho_torch.config_factory import create_training_payload, payload_fingerprint
 
     cluster, profile, res = request_resources(args, job_name="ptycho-train")
@@ -38,10 +62,13 @@ def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
             and absolute_path(args.output_dir) != absolute_path(args.run_dir)):
         raise LaunchError("--output_dir and --run-dir differ; for ptycho-launch they are the same directory, give one")
     overrides = factory_overrides(args, profile, cluster, skip=("train_data_file", "output_dir"))
-    train_path, n_positions, _ = check_scan(args.train_data_file, "--train_data_file")
-    if overrides.get("test_data_file") is not None:
-        overrides["test_data_file"] = str(check_scan(overrides["test_data_file"], "--test_data_file")[0])
-    overrides.setdefault("n_groups", n_positions)
+    train_path, test_path, corpus, n_positions = check_training_data(
+        args.train_data_file, overrides.get("test_data_file"), overrides.get("backend", DEFAULT_BACKEND),
+        overrides.get("probe_file"))
+    if test_path is not None:
+        overrides["test_data_file"] = str(test_path)
+    if corpus is None:  # one scan: n_groups defaults to its positions; a corpus: None = every position of each
+        overrides.setdefault("n_groups", n_positions)
     notices = [n for n in [normalise_strategy(overrides)] if n]
     defaults = PyTorchExecutionConfig()
     nodes, devices = overrides.get("nodes", defaults.nodes), overrides.get("n_devices", defaults.n_devices)
@@ -59,16 +86,20 @@ def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
     check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)
     payload = create_training_payload(train_path, run_dir, overrides)
-    check_grouping(train_path, payload.tf_training_config)
+    if corpus is None:
+        check_grouping(train_path, payload.tf_training_config)
     plan = plan_training(payload.execution_config, res, cluster, notices)
     sha = payload_fingerprint(payload)
     spec = {"kind": "train", "cluster": cluster, "run_dir": str(run_dir), "train_data_file": str(train_path),
             "overrides": json_safe(overrides), "execution": payload.execution_config.to_dict(),
             "dist_timeout_s": plan.dist_timeout_s, "max_requeues": plan.max_requeues, "submitted_sha256": sha,
             "submitted_at": time.time()}
-    config = {"backend": payload.tf_training_config.backend, "payload": payload.to_dict(), "payload_sha256": sha, "overrides": spec["overrides"],
-              "execution": spec["execution"], "plan": plan.to_dict(), "profile": profile}
-    return plan, spec, config
+    config = {"backend": payload.tf_training_config.backend, "payload": payload.to_dict(), "payload_sha256": sha,
+              "overrides": spec["overrides"], "execution": spec["execution"], "plan": plan.to_dict(),
+              "profile": profile}
+    if corpus is not None:
+        config["corpus"] = {key: corpus[key]["summary"] for key in ("train", "test") if corpus[key]}
+    return plan, spec, config, corpus_lines(corpus)
 
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
@@ -77,14 +108,14 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
         if extra:
             raise LaunchError(f"--resume continues the run with its own configuration; drop {' '.join(extra)}")
         return resume_training(absolute_path(args.resume), args.wait)
-    plan, spec, config = _prepare_train(args)
+    plan, spec, config, summary = _prepare_train(args)
     run_dir = Path(spec["run_dir"])
     print_notices(plan)
     if args.dry_run:
         from launcher.submit import render_sbatch
 
         scripts = [render_sbatch(plan, run_dir)] if plan.cluster == "slurm" else []
-        print_dry_run(scripts, plan, run_dir, spec)
+        print_dry_run(scripts, plan, run_dir, spec, summary)
         return lambda: 0
     start_run(run_dir, "train", plan.cluster, argv, config, spec)
     print(f"run directory: {run_dir}")
@@ -108,7 +139,8 @@ def resume_training(run_dir: Path, wait: bool) -> Callable[[], int]:
         print("nothing to resume: training completed")
         return lambda: 0
     plan, spec = saved_run(run_dir)
-    check_scan(spec["train_data_file"], "train_data_file")
+    check_training_data(spec["train_data_file"], spec["overrides"].get("test_data_file"),
+                        spec["overrides"].get("backend", DEFAULT_BACKEND), spec["overrides"].get("probe_file"))
     found = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     print(f"resuming {run_dir} from its newest checkpoint" if found
           else f"no checkpoint in {run_dir} yet: training restarts from step 0")

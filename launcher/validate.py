@@ -20,6 +20,7 @@ __all__ = [
     "check_mem",
     "absolute_path",
     "check_scan",
+    "check_probe_file",
     "check_bundle",
     "check_writable_dir",
     "check_world",
@@ -72,8 +73,9 @@ def absolute_path(path: Path | str) -> Path:
     return Path(path).expanduser().resolve()
 
 
-def check_scan(path: Path | str, flag: str) -> tuple[Path, int, int]:
-    """Run the data-contract validation on an NPZ; returns (absolute path, number of positions, N)."""
+def check_scan(path: Path | str, flag: str, probe_file: Optional[Path | str] = None) -> tuple[Path, int, int]:
+    """Run the data-contract validation on a scan (with ``--probe_file``'s probe in place of its own, when given);
+    returns (absolute path, number of positions, N)."""
     from ptycho.data_contract import load_scan
 
     resolved = absolute_path(path)
@@ -83,7 +85,7 @@ def check_scan(path: Path | str, flag: str) -> tuple[Path, int, int]:
     if not os.access(resolved, os.R_OK):
         raise LaunchError(f"{flag} {resolved}: not readable")
     try:
-        scan = load_scan(resolved)
+        scan = load_scan(resolved, probe_file=probe_file)
     except Exception as exc:  # noqa: BLE001 - any unreadable scan is the user's input problem
         raise LaunchError(f"{flag} {resolved}: invalid scan: {_one_line(exc)}") from None
     return resolved, scan.n_positions, scan.N
@@ -97,9 +99,23 @@ def check_grouping(train_path: Path, training_config: Any) -> None:
 
     cfg = training_config
     try:
-        validate_grouping(load_scan(train_path), cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
+        validate_grouping(load_scan(train_path, probe_file=getattr(cfg, "probe_file", None)), cfg.n_groups,
+                          cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
     except PtychoInputError as exc:
         raise LaunchError(f"--train_data_file {train_path}: {_one_line(exc)}") from None
+
+
+def check_probe_file(path: Path | str) -> Path:
+    """``--probe_file`` reads as a probe; returns its absolute path."""
+    from ptycho.readers.probe_file import load_probe_file
+
+    resolved = absolute_path(path)
+    check_plain_text(resolved, "--probe_file")
+    try:
+        load_probe_file(resolved)
+    except Exception as exc:  # noqa: BLE001
+        raise LaunchError(f"--probe_file {_one_line(exc)}") from None
+    return resolved
 
 
 def check_bundle(model_path: Path | str) -> tuple[Path, int]:

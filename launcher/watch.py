@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Callable, Sequence
 
 from launcher import arrays
+from launcher.array_jobs import array_groups, check_chunk_inputs, execute_chunks
 from launcher.rundir import load_run
 from launcher.staging import saved_run
-from launcher.validate import absolute_path, check_scan
+from launcher.validate import absolute_path
 from launcher.waiting import job_states
 
 __all__ = ["cmd_status", "cmd_logs", "cmd_cancel", "cmd_retry"]
@@ -51,9 +51,8 @@ def cmd_cancel(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], in
 
 
 def cmd_retry(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
-    """A training run resumes from its newest checkpoint; an array resubmits only chunks with unfinished inputs."""
-    # imported here: both command modules import this one for --wait
-    from launcher.infer_command import execute_chunks
+    """A training run resumes from its newest checkpoint; an array (inference, preparation) resubmits only chunks
+    that did not complete, once their inputs read again."""
     from launcher.status import run_status
     from launcher.train_command import resume_training
 
@@ -69,14 +68,7 @@ def cmd_retry(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
         return lambda: 0
     by_id = {c["chunk"]: c for c in spec["chunks"]}
     for chunk in todo:  # a still-broken input must fail here, not in the queue
-        for item in by_id[chunk]["items"]:
-            if arrays.input_state(Path(item["output"]))["state"] != "completed":
-                check_scan(item["input"], f"task {chunk} input")
-    max_size = None
-    if run.get("cluster") == "slurm":
-        from launcher.submit import max_array_size
-
-        max_size = max_array_size()
-    groups = arrays.split_arrays(todo, max_size)
+        check_chunk_inputs(by_id[chunk])
+    groups, _, _ = array_groups(str(run.get("cluster")), False, todo)
     print(f"retrying task(s) {todo}")
     return lambda: execute_chunks(plan, spec["chunks"], groups, run_dir, args.wait, "retry")

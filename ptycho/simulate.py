@@ -26,6 +26,7 @@ from ptycho.config.config import SUPPORTED_N
 from ptycho.data_contract import ScanData, save_scan, validate_scan
 from ptycho.errors import PtychoInputError
 from ptycho.geometry import extract_patches
+from ptycho.readers.probe_file import load_probe_file  # lives with the readers; still importable from here
 
 OBJECT_KINDS = ("lines", "grf", "mixture")
 SCAN_KINDS = ("raster", "jitter", "random")
@@ -130,36 +131,6 @@ def make_probe(N: int, *, radius_fraction: float = 0.22, defocus: float = 0.15, 
     kernel = np.exp(-1j * np.pi * defocus * radius**2 * f2)
     probe = np.fft.ifft2(np.fft.fft2(aperture) * kernel)
     return (probe / np.abs(probe).max()).astype(np.complex64)
-
-
-def load_probe_file(path: str | os.PathLike) -> np.ndarray:
-    """Probe from .npy or .npz (key ``probeGuess``, or the only array); multi-mode stacks use the first mode."""
-    if not Path(path).is_file():
-        raise PtychoInputError(f"{path}: probe file not found")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                names = loaded.files
-                key = "probeGuess" if "probeGuess" in names else (names[0] if len(names) == 1 else None)
-                if key is None:
-                    raise PtychoInputError(f"{path}: no 'probeGuess' key (keys found: {', '.join(names) or 'none'})")
-                probe = loaded[key]
-        else:
-            probe = loaded
-    except PtychoInputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise PtychoInputError(f"{path}: cannot read probe file: {exc}") from exc
-    if probe.ndim == 3:
-        probe = probe[0]
-    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
-        raise PtychoInputError(f"{path}: probe must be (N, N) or (modes, N, N), got shape {probe.shape}")
-    if not (np.iscomplexobj(probe) or np.issubdtype(probe.dtype, np.floating)):
-        raise PtychoInputError(f"{path}: probe must be complex or real float, got {probe.dtype}")
-    if not np.all(np.isfinite(probe)):
-        raise PtychoInputError(f"{path}: probe holds non-finite values")
-    return probe.astype(np.complex64)
 
 
 def scan_positions(

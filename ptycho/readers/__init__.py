@@ -5,8 +5,9 @@ and joules), and one small module per format keeps each conversion reviewable on
 validated ``ScanData`` (docs/data-contract.md), logs the derived object pixel size and scan extent so a wrong unit
 is visible, and turns every problem into one ``DataContractError`` naming the file and the dataset.
 
-Each format module offers ``read_scan(path, probe_file=None)``, ``read_metadata(path)`` and
-``read_probe_size(path)``. h5py is imported only inside them, so importing ``ptycho.data_contract`` stays light.
+Each format module (``npz``, ``ptychodus_h5``, ``cxi``) offers ``read_scan(path, probe_file=None)``,
+``read_metadata(path)`` and ``read_probe_size(path)``. h5py is imported only inside the HDF5 ones' functions, so
+importing ``ptycho.data_contract`` stays light.
 
 Layers (no import cycle): ``ptycho.scan_data`` (ScanData, validate_scan) and ``formats`` (format names) at the
 bottom; ``probe_file``, ``_hdf5``, then ``npz``, ``ptychodus_h5`` and ``cxi`` above them; this package (detection
@@ -79,13 +80,13 @@ def _hdf5_kind(path: Path) -> str:
     Here, not in ``_hdf5``, because it needs both ``_hdf5`` and ``ptychodus_h5``, and ``ptychodus_h5`` imports
     ``_hdf5`` (the dispatcher is the one module above both).
     """
-    from ptycho.readers._hdf5 import H5_ERRORS, open_h5
+    from ptycho.readers._hdf5 import _H5_ERRORS, open_h5
     from ptycho.readers.ptychodus_h5 import DATASETS
 
     with open_h5(path) as h5:
         try:
             names = sorted(h5.keys())
-        except H5_ERRORS as exc:
+        except _H5_ERRORS as exc:
             raise DataContractError(f"{path}: cannot list the HDF5 file's contents (corrupt?): {exc}") from exc
     if "entry_1" in names or "cxi_version" in names:
         return CXI

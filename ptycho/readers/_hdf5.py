@@ -11,21 +11,18 @@ import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ptycho.scan_data import ScanData, validate_scan
 from ptycho.errors import DataContractError
+from ptycho.scan_data import ScanData, validate_scan
 
 # Light speed times Planck's constant, and the electronvolt (exact SI values).
 PLANCK_TIMES_C_J_M = 6.62607015e-34 * 299792458.0
 ELECTRONVOLT_J = 1.602176634e-19
 
-# What h5py raises for a truncated file, a corrupt chunk or a dangling link (also used by format detection).
-H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
-_H5_ERRORS = H5_ERRORS
+_H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
 
 
 @contextmanager

@@ -41,12 +41,12 @@ import numpy as np
 
 from ptycho.config.config import SUPPORTED_N
 from ptycho.errors import DataContractError
-from ptycho.readers.formats import CXI
-from ptycho.readers.probe_file import probe_from_file
 from ptycho.readers._hdf5 import (
     PLANCK_TIMES_C_J_M, clean_detector_frames, dataset, find, log_geometry, open_h5, place_positions, read,
     read_positive_scalar, require_finite, require_numeric, validated,
 )
+from ptycho.readers.formats import CXI
+from ptycho.readers.probe_file import probe_from_file
 from ptycho.scan_data import ScanData, counts_to_amplitude, first_probe_mode
 
 logger = logging.getLogger(__name__)

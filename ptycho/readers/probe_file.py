@@ -1,7 +1,8 @@
 """A probe read from its own file (``--probe_file``): the .npy/.npz a user passes in place of the scan's probe.
 
 Why here: every scan reader (NPZ, Ptychodus HDF5, CXI) and the simulator accept such a file, so reading it lives in
-the readers package, below all of them; ``ptycho.simulate`` and ``ptycho.data_contract`` re-export these names.
+the readers package, below all of them (``ptycho.simulate`` re-exports ``load_probe_file``, ``ptycho.data_contract``
+``probe_from_file``).
 """
 
 from __future__ import annotations

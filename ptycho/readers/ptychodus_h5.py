@@ -33,12 +33,12 @@ import os
 import numpy as np
 
 from ptycho.errors import DataContractError
-from ptycho.readers.formats import PTYCHODUS_H5
-from ptycho.readers.probe_file import probe_from_file
 from ptycho.readers._hdf5 import (
     ELECTRONVOLT_J, PLANCK_TIMES_C_J_M, clean_detector_frames, dataset, find, log_geometry, open_h5,
     place_positions, read, read_positions, read_positive_scalar, require_finite, require_numeric, validated,
 )
+from ptycho.readers.formats import PTYCHODUS_H5
+from ptycho.readers.probe_file import probe_from_file
 from ptycho.scan_data import ScanData, counts_to_amplitude, first_probe_mode
 
 logger = logging.getLogger(__name__)
