@@ -274,7 +274,9 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
 def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
     parser = _Parser(prog="ptycho-infer", description="Reconstruct a scan with a trained PtychoPINN bundle.")
     parser.add_argument("--model_path", type=Path, required=True, help="wts.h5.zip or a folder holding it")
-    parser.add_argument("--test_data_file", type=Path, required=True)
+    parser.add_argument("--test_data_file", type=Path, required=True,
+                        help="scan to reconstruct, or a corpus (directory, glob, manifest): each scan into "
+                             "OUTPUT_DIR/<scan name>/")
     parser.add_argument("--output_dir", type=Path, default=Path("inference_outputs"))
     add_data_arguments(parser)
     add_execution_arguments(parser, inference=True)
@@ -284,6 +286,7 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
+        from ptycho.corpus.spec import check_same_N, is_corpus, output_dirs, resolve_corpus
         from ptycho.data_contract import load_scan
         from ptycho.outputs import config_snapshot, write_config_snapshot
         from ptycho.workflows.inference import run_inference
@@ -291,15 +294,27 @@ def run_inference_cli(argv: Optional[Sequence[str]] = None) -> int:
 
         overrides = overrides_from_args(args, skip=("model_path", "test_data_file", "output_dir"))
         _setup_logging(overrides.get("enable_progress_bar") is False)
-        payload = create_inference_payload(args.model_path, args.test_data_file, args.output_dir, overrides)
-        load_scan(args.test_data_file, probe_file=overrides.get("probe_file"))  # a bad scan fails before any write
-        cfg = payload.tf_inference_config
-        write_config_snapshot(cfg.output_dir, config_snapshot("infer", cfg.backend, ["ptycho-infer", *argv],
-                                                              payload.to_dict()))
-        result = run_inference(payload)
-        _print_metrics(result["metrics"])
-        print(f"reconstruction: {result['patterns_per_s']:.0f} patterns/s")
-        _print_paths(result["paths"])
+        if is_corpus(args.test_data_file):  # every scan into OUTPUT_DIR/<scan stem>/
+            scans = resolve_corpus(args.test_data_file)
+            check_same_N(scans)  # a corrupt file or another N fails before anything is written
+            jobs = list(zip(scans, output_dirs(scans, args.output_dir.expanduser().resolve())))
+        else:
+            jobs = [(args.test_data_file, args.output_dir)]
+        payloads = [create_inference_payload(args.model_path, scan, out, overrides) for scan, out in jobs]
+        if len(jobs) == 1:
+            load_scan(args.test_data_file, probe_file=overrides.get("probe_file"))  # bad scan: fails before writing
+        loaded = None
+        for (scan_file, _), payload in zip(jobs, payloads):
+            cfg = payload.tf_inference_config
+            write_config_snapshot(cfg.output_dir, config_snapshot("infer", cfg.backend, ["ptycho-infer", *argv],
+                                                                  payload.to_dict()))
+            result = run_inference(payload, loaded)
+            loaded = result["loaded"]
+            if len(jobs) > 1:
+                print(f"== {scan_file} -> {cfg.output_dir}")
+            _print_metrics(result["metrics"])
+            print(f"reconstruction: {result['patterns_per_s']:.0f} patterns/s")
+            _print_paths(result["paths"])
         return EXIT_OK
 
     return _guard(parser.prog, body)

@@ -126,6 +126,13 @@ def test_ptycho_train_and_prepare_on_a_directory(tmp_path, capsys):
     assert json.loads((tmp_path / "infer_own" / "config.json").read_text())["payload"]["tf_inference_config"][
         "probe_file"] == str(tmp_path / "own.npy")
 
+    # ptycho-infer on a corpus: every scan into OUTPUT_DIR/<scan name>/, with its own config.json
+    assert run_inference_cli(["--model_path", str(run), "--test_data_file", str(tmp_path / "corpus"),
+                              "--output_dir", str(tmp_path / "all"), "--quiet"]) == 0
+    for k in range(3):
+        assert (tmp_path / "all" / f"scan_{k}" / "reconstruction.npz").is_file()
+        assert (tmp_path / "all" / f"scan_{k}" / "config.json").is_file()
+
 
 def test_corpus_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()

@@ -31,6 +31,7 @@ __all__ = [
     "check_same_N",
     "describe_corpus",
     "is_corpus",
+    "output_dirs",
     "resolve_corpus",
 ]
 
@@ -215,3 +216,15 @@ def _probe_size(path: str | os.PathLike) -> int:
         return read_probe_size(path)
     except FileNotFoundError as exc:
         raise PtychoInputError(str(exc)) from exc
+
+
+def output_dirs(inputs: Iterable[Path], output_root: Path) -> list[Path]:
+    """Where each scan of a corpus is reconstructed: ``OUTPUT_ROOT/<scan stem>``; repeated stems get ``-2``,
+    ``-3`` ... so no two scans share outputs (ptycho-infer on a corpus and the launcher's arrays alike)."""
+    seen: dict[str, int] = {}
+    dirs = []
+    for path in inputs:
+        stem = Path(path).stem or "input"
+        seen[stem] = seen.get(stem, 0) + 1
+        dirs.append(output_root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
+    return dirs
