@@ -1,11 +1,11 @@
 """``ptycho-launch``: train, prepare and infer (job arrays), status, logs, cancel, retry.
 
 This module is the parser and the dispatch only; each command lives in its own module (``train_command``,
-``prepare_command``, ``infer_command``, ``watch``). Training flags are ``ptycho_torch.cli.add_training_arguments`` and become factory
-overrides through ``overrides_from_args``, so every flag means what it means for ``ptycho-train``. Everything is
-validated before anything is queued; a user mistake prints one line and exits 2. Once validated, a debug run
-executes in this process (tracebacks and pdb work), a local run blocks until its processes end, and a Slurm
-submission returns after queueing (``--wait`` to block).
+``prepare_command``, ``infer_command``, ``watch``). Training flags (also ``prepare``'s) are
+``ptycho_torch.cli.add_training_arguments`` and become factory overrides through ``overrides_from_args``, so every
+flag means what it means for ``ptycho-train``. Everything is validated before anything is queued; a user mistake
+prints one line and exits 2. Once validated, a debug run executes in this process (tracebacks and pdb work), a local
+run blocks until its processes end, and a Slurm submission returns after queueing (``--wait`` to block).
 """
 
 from __future__ import annotations

@@ -52,8 +52,10 @@ def check_corpus(spec: Path | str, flag: str) -> tuple[list[Path], dict[str, Any
     return sources, summary
 
 
-def check_training_corpus(train: Path | str, test: Optional[Path | str]) -> dict[str, Any]:
+def check_training_corpus(train: Path | str, test: Optional[Path | str],
+                          probe_file: Optional[Path | str] = None) -> dict[str, Any]:
     """Both sets of a corpus request: each valid, one N across them, no test scan among the training scans.
+    With ``probe_file`` (already checked), every scan gets that one probe, and the summaries say so.
 
     Returns ``{"train": {"spec", "sources", "summary"}, "test": ... or None, "N": N}``.
     """
@@ -61,8 +63,12 @@ def check_training_corpus(train: Path | str, test: Optional[Path | str]) -> dict
     for key, spec, flag in (("train", train, "--train_data_file"), ("test", test, "--test_data_file")):
         if spec is not None:
             sources, summary = check_corpus(spec, flag)
+            if probe_file is not None:
+                summary.update(distinct_probes=1, probe_file=str(probe_file))
             sets[key] = {"spec": str(spec), "flag": flag, "sources": sources, "summary": summary}
-    if sets["test"] is not None:
+    if sets["test"] is None:
+        _check_splittable(train, len(sets["train"]["sources"]))
+    else:
         n_train, n_test = sets["train"]["summary"]["N"], sets["test"]["summary"]["N"]
         if n_train != n_test:
             raise LaunchError(f"--test_data_file {test}: patterns are N={n_test} but the training set has "
@@ -73,6 +79,16 @@ def check_training_corpus(train: Path | str, test: Optional[Path | str]) -> dict
                               "must be held out")
     sets["N"] = sets["train"]["summary"]["N"]
     return sets
+
+
+def _check_splittable(train: Path | str, n_scans: int) -> None:
+    """Without a test set, validation holds out whole training scans: the corpus needs at least two."""
+    from ptycho.corpus.prepared import split_scans
+
+    try:
+        split_scans(n_scans, seed=0)
+    except Exception as exc:  # noqa: BLE001
+        raise LaunchError(f"--train_data_file {train}: {_one_line(exc)}") from None
 
 
 def check_headers(sources: Sequence[Path | str], N: int, where: str) -> None:
@@ -141,9 +157,10 @@ def format_summary(label: str, spec: str, summary: dict[str, Any]) -> str:
     extra = (f" (+ {summary['not_npz']} HDF5/CXI scan(s) whose positions and probes are not read here)"
              if summary["not_npz"] else "")
     probes = summary["distinct_probes"]
+    probes_text = (f"1 probe (--probe_file {summary['probe_file']})" if summary.get("probe_file")
+                   else f"{probes} distinct probe{'s' if probes != 1 else ''}")
     return (f"{label} {spec}: {summary['scans']} scan(s), {summary['positions']} patterns (positions), "
-            f"{_size(summary['bytes'])} on disk, {probes} distinct probe{'s' if probes != 1 else ''}, "
-            f"N={summary['N']}{extra}")
+            f"{_size(summary['bytes'])} on disk, {probes_text}, N={summary['N']}{extra}")
 
 
 def corpus_lines(corpus: Optional[dict[str, Any]]) -> list[str]:

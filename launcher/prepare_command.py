@@ -47,8 +47,8 @@ def _prepare_request(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any],
     if not is_corpus_request(args.train_data_file, test):
         raise LaunchError(f"--train_data_file {args.train_data_file}: one scan file; prepare takes a corpus (a "
                           "directory, a glob or a .txt/.lst manifest): a single scan trains without a store")
-    corpus = check_training_corpus(args.train_data_file, test)
     overrides = factory_overrides(args, profile, cluster, skip=("train_data_file", "output_dir"))
+    corpus = check_training_corpus(args.train_data_file, test, overrides.get("probe_file"))
     try:
         check_corpus(overrides.get("backend", DEFAULT_BACKEND), args.train_data_file)
     except PtychoInputError as exc:

@@ -97,9 +97,14 @@ def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
     config = {"backend": payload.tf_training_config.backend, "payload": payload.to_dict(), "payload_sha256": sha,
               "overrides": spec["overrides"], "execution": spec["execution"], "plan": plan.to_dict(),
               "profile": profile}
+    summary = corpus_lines(corpus)
     if corpus is not None:
+        from ptycho.corpus.prepared import default_store_dir
+
         config["corpus"] = {key: corpus[key]["summary"] for key in ("train", "test") if corpus[key]}
-    return plan, spec, config, corpus_lines(corpus)
+        summary.append(f"store {default_store_dir(payload.tf_training_config)}: every rank prepares it, or reuses "
+                       "the scans already prepared there with these settings, before training")
+    return plan, spec, config, summary
 
 
 def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:

@@ -17,7 +17,7 @@ import pytest
 
 from launcher import arrays, submit
 from launcher.errors import LaunchError
-from launcher.plan import SRUN_ARGS, Resources, normalise_strategy, plan_inference, plan_training
+from launcher.plan import SRUN_ARGS, Resources, normalise_strategy, plan_array, plan_training
 from launcher.profiles import known_profiles, load_profile
 from launcher.rank_entry import PayloadMismatchError, verify_fingerprints
 from launcher.rundir import claim_run_dir, update_run
@@ -45,12 +45,12 @@ def test_plan_derives_slurm_request_and_trainer_from_one_config(nodes, devices, 
     assert type(plan).from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
-def test_plan_inference_caps_parallelism_at_task_count():
-    plan = plan_inference("cpu", Resources(array_parallelism=8, hold=True), "slurm", array_tasks=3)
+def test_plan_array_caps_parallelism_at_task_count():
+    plan = plan_array("infer", "cpu", Resources(array_parallelism=8, hold=True), "slurm", array_tasks=3)
     assert plan.slurm["array_parallelism"] == 3 and plan.local["max_workers"] == 3
     assert plan.slurm["additional_parameters"] == {"hold": True}
     assert plan.slurm["ntasks_per_node"] == 1 and "gpus_per_node" not in plan.slurm
-    assert plan_inference("gpu", Resources(), "slurm", 2).slurm["gpus_per_node"] == 1
+    assert plan_array("infer", "gpu", Resources(), "slurm", 2).slurm["gpus_per_node"] == 1
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "ddp_spawn"])
@@ -272,7 +272,7 @@ def test_plain_template_quotes_every_substituted_value(tmp_path):
     (bin_dir / "srun").write_text('#!/bin/bash\nfor a in "$@"; do printf "%s\\n" "$a"; done > "$ARGS_OUT"\n')
     (bin_dir / "srun").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ARGS_OUT": str(tmp_path / "args.txt")}
-    for plan in (plan_training(execution, resources, "slurm"), plan_inference("cpu", resources, "slurm", 3)):
+    for plan in (plan_training(execution, resources, "slurm"), plan_array("infer", "cpu", resources, "slurm", 3)):
         script = render_job_script(plan, run_dir)
         assert "#SBATCH --partition='p$(touch PWNED4)'" in script and "export FOO=1" in script
         (tmp_path / "job.sh").write_text(script)
@@ -300,7 +300,8 @@ def test_input_list_skips_comments_and_resolves_relative_to_the_list(tmp_path):
 
 def test_launcher_commands_import_no_backend():
     """Validation runs on login nodes: parsing and preparing a launch must not pay for torch or TensorFlow."""
-    mods = "launcher.cli, launcher.train_command, launcher.infer_command, launcher.watch, launcher.plan"
+    mods = ("launcher.cli, launcher.train_command, launcher.infer_command, launcher.prepare_command, "
+            "launcher.array_jobs, launcher.corpus_check, launcher.watch, launcher.plan")
     code = (f"import sys, {mods}; bad = [m for m in ('torch', 'tensorflow', 'lightning') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
