@@ -19,37 +19,13 @@ from launcher.errors import LaunchError
 from launcher.rundir import MANIFEST, now, write_json
 from ptycho.atomic import atomic_write_text
 
-__all__ = ["STATUS_FILE", "OUTPUT_FILE", "read_input_list", "output_dirs", "make_chunks", "split_arrays",
+__all__ = ["STATUS_FILE", "OUTPUT_FILE", "make_chunks", "split_arrays",
            "read_status", "input_state", "item_states", "write_status", "write_input_status", "mark_queued",
            "aggregate", "write_manifest", "chunks_to_retry"]
 
 STATUS_FILE = "status.json"
 OUTPUT_FILE = "reconstruction.npz"
 ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
-
-
-def read_input_list(path: Path) -> list[Path]:
-    """One path per line; blank lines and ``#`` comments skipped; relative paths are relative to the list file."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise LaunchError(f"--input-list {path}: cannot be read ({exc.strerror or exc})") from None
-    base = Path(path).expanduser().resolve().parent
-    entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not entries:
-        raise LaunchError(f"--input-list {path}: lists no input files")
-    return [(base / entry).resolve() if not Path(entry).is_absolute() else Path(entry) for entry in entries]
-
-
-def output_dirs(inputs: Sequence[Path], output_root: Path) -> list[Path]:
-    """``OUTPUT_ROOT/<input stem>``; repeated stems get ``-2``, ``-3`` ... so no two inputs share outputs."""
-    seen: dict[str, int] = {}
-    dirs = []
-    for path in inputs:
-        stem = path.stem or "input"
-        seen[stem] = seen.get(stem, 0) + 1
-        dirs.append(output_root / (stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"))
-    return dirs
 
 
 def make_chunks(n_inputs: int, chunk_size: int) -> list[list[int]]:

@@ -18,8 +18,9 @@ from launcher.plan import JobPlan, factory_overrides, plan_array, request_resour
 from launcher.rundir import planned_run_dir
 from launcher.staging import json_safe
 from launcher.validate import check_bundle, check_plain_text, check_scan, check_writable_dir
+from ptycho.corpus.spec import output_dirs, read_manifest, resolve_corpus
 from ptycho.data_contract import check_pattern_size
-from ptycho.errors import DataContractError
+from ptycho.errors import DataContractError, PtychoInputError
 
 __all__ = ["cmd_infer"]
 
@@ -28,7 +29,12 @@ def _infer_inputs(args: argparse.Namespace) -> list[Path]:
     if bool(args.test_data_file) == bool(args.input_list):
         raise LaunchError("give the input scans with --test_data_file A.npz B.npz ... or with --input-list FILE "
                           "(exactly one of them)")
-    return list(args.test_data_file) if args.test_data_file else arrays.read_input_list(args.input_list)
+    try:
+        if args.input_list:
+            return read_manifest(args.input_list)
+        return [path for spec in args.test_data_file for path in resolve_corpus(spec)]  # scans and corpora
+    except PtychoInputError as exc:
+        raise LaunchError(f"{'--input-list' if args.input_list else '--test_data_file'} {exc}") from None
 
 
 def _prepare_infer(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], dict[str, Any], list[list[int]]]:
@@ -48,7 +54,7 @@ def _prepare_infer(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
             raise LaunchError(str(exc)) from None
         inputs.append(resolved)
     output_root = check_writable_dir(args.output_dir, "--output_dir", create=not args.dry_run)
-    outputs = arrays.output_dirs(inputs, output_root)
+    outputs = output_dirs(inputs, output_root)
     overrides = factory_overrides(args, profile, cluster, skip=("model_path", "test_data_file", "output_dir"))
     if overrides.get("n_devices", 1) != 1:
         raise LaunchError("--devices: each array task reconstructs on one device; use --array-parallelism to run "

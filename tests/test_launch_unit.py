@@ -134,7 +134,9 @@ def test_max_array_size_is_read_from_scontrol(monkeypatch):
 
 
 def test_output_dirs_never_collide(tmp_path):
-    dirs = arrays.output_dirs([Path("/a/scan.npz"), Path("/b/scan.npz"), Path("/c/other.npz")], tmp_path)
+    from ptycho.corpus.spec import output_dirs
+
+    dirs = output_dirs([Path("/a/scan.npz"), Path("/b/scan.npz"), Path("/c/other.npz")], tmp_path)
     assert [d.name for d in dirs] == ["scan", "scan-2", "other"]
 
 
@@ -287,15 +289,21 @@ def test_plain_template_quotes_every_substituted_value(tmp_path):
 
 
 def test_input_list_skips_comments_and_resolves_relative_to_the_list(tmp_path):
-    listing = tmp_path / "lists" / "inputs.txt"
+    """--input-list is a corpus manifest (ptycho.corpus.spec.read_manifest), whatever its extension."""
+    from ptycho.corpus.spec import read_manifest
+    from ptycho.errors import PtychoInputError
+
+    listing = tmp_path / "lists" / "inputs.list"
     listing.parent.mkdir()
-    listing.write_text("# scans\n\na.npz\n/abs/b.npz\n  ../c.npz  \n")
-    assert arrays.read_input_list(listing) == [tmp_path / "lists" / "a.npz", Path("/abs/b.npz"), tmp_path / "c.npz"]
+    for name in ("lists/a.npz", "b.npz", "c.npz"):
+        (tmp_path / name).write_bytes(b"")
+    listing.write_text(f"# scans\n\na.npz\n{tmp_path / 'b.npz'}\n  ../c.npz  \n")
+    assert read_manifest(listing) == [tmp_path / "lists" / "a.npz", tmp_path / "b.npz", tmp_path / "c.npz"]
     (tmp_path / "empty.txt").write_text("# nothing\n")
-    with pytest.raises(LaunchError, match="lists no input files"):
-        arrays.read_input_list(tmp_path / "empty.txt")
-    with pytest.raises(LaunchError, match="cannot be read"):
-        arrays.read_input_list(tmp_path / "missing.txt")
+    with pytest.raises(PtychoInputError, match="lists no scan files"):
+        read_manifest(tmp_path / "empty.txt")
+    with pytest.raises(PtychoInputError, match="manifest not found"):
+        read_manifest(tmp_path / "missing.txt")
 
 
 def test_launcher_commands_import_no_backend():

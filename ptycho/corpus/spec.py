@@ -32,6 +32,7 @@ __all__ = [
     "describe_corpus",
     "is_corpus",
     "output_dirs",
+    "read_manifest",
     "resolve_corpus",
 ]
 
@@ -197,6 +198,15 @@ def _from_manifest(manifest: Path) -> list[Path]:
     if not scans:
         raise PtychoInputError(f"{manifest}: manifest lists no scan files (only blank lines and # comments)")
     return scans
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[Path]:
+    """The scan files a manifest lists (whatever its extension: the launcher's ``--input-list``), absolute,
+    de-duplicated, in order; every problem is one PtychoInputError naming the manifest and line."""
+    path = Path(manifest).expanduser()
+    if not path.is_file():
+        raise PtychoInputError(f"{manifest}: manifest not found")
+    return _unique_absolute(_from_manifest(path))
 
 
 def _unique_absolute(paths: Iterable[Path]) -> list[Path]:
