@@ -116,3 +116,20 @@ def test_validation_holds_out_whole_scans():
     assert len(val) == 1 and set(train).isdisjoint(val) and sorted(train + val) == list(range(10))
     with pytest.raises(PtychoInputError, match="at least 2 scans"):
         split_scans(1, seed=1)
+
+
+def test_two_processes_preparing_one_store_at_once(corpus, tmp_path):
+    """DDP ranks (or array tasks) prepare the same scans concurrently: both succeed, and the store is whole."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ptycho.corpus.store import StoreSettings, prepare_store; "
+            f"prepare_store(sys.argv[1:], {str(tmp_path / 'store')!r}, StoreSettings(N=64, gridsize=2, seed=0), "
+            "progress=False)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, *map(str, corpus)], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    store = open_store(tmp_path / "store", corpus)
+    assert len(store.scans) == 3 and store.n_groups == 48
+    assert not list((tmp_path / "store" / "scans").glob(".prepare-*"))

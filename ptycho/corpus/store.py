@@ -10,6 +10,7 @@ Layout of a store directory::
         offsets.npy               (G, C, 2) float32 member offsets from the group centre (x, y)
         probe.npy                 (N, N) complex64 normalised probe of the scan
         valid.npy                 (N, N) float32, 0 on bad detector pixels (left out of the loss), else 1
+        entry.json                its index entry (written last; another process preparing the same scan reuses it)
         Y.npy                     (G, C, N, N) complex64 ground-truth patches (only with ``settings.truth``)
 
 Preparing streams: one scan is in memory at a time, so a corpus of any size prepares within one scan's memory.
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 STORE_FORMAT = "ptychopinn-store"
 STORE_VERSION = 1
 INDEX = "store.json"
+ENTRY = "entry.json"  #: inside each scan folder: its index entry, written last
 ARRAYS = ("diffraction", "offsets", "probe", "valid")
 
 
@@ -217,9 +219,10 @@ def _unchanged(source: Path, entry: ScanEntry) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def _locked(root: Path, name: str = ".lock") -> Iterator[None]:
+    """An exclusive ``flock`` on ``root/name``: the store's index (default), or one scan being prepared."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as handle:
+    with open(root / name, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -235,6 +238,19 @@ def _save_npy(folder: Path, name: str, array: np.ndarray) -> None:
 
 
 def _prepare_scan(source: Path, settings: StoreSettings, root: Path, sha: str) -> ScanEntry:
+    """Prepare one scan unless another process already has (same content, same settings): under a lock of its
+    own, so ranks that prepare the same corpus at once do each scan once, and different scans in parallel."""
+    folder = f"scans/{sha[:16]}-{_settings_key(settings)}"
+    with _locked(root / "locks", f"{Path(folder).name}.lock"):
+        done = root / folder / ENTRY
+        if done.is_file():
+            stat = source.stat()
+            entry = ScanEntry.from_dict(json.loads(done.read_text()))
+            return dataclasses.replace(entry, source=str(source), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        return _write_scan(source, settings, root, sha, folder)
+
+
+def _write_scan(source: Path, settings: StoreSettings, root: Path, sha: str, folder: str) -> ScanEntry:
     """Read, group and normalise one scan into a temporary folder, then rename it into place."""
     from ptycho.data_contract import check_pattern_size, load_scan
     from ptycho.grouping import group_scan
@@ -261,7 +277,12 @@ def _prepare_scan(source: Path, settings: StoreSettings, root: Path, sha: str) -
     nphotons = recorded if recorded is not None else settings.nphotons
     bad = getattr(scan, "bad_pixels", None)
     valid = np.ones((scan.N, scan.N), np.float32) if bad is None else (~np.asarray(bad, bool)).astype(np.float32)
-    folder = f"scans/{sha[:16]}-{_settings_key(settings)}"
+    entry = ScanEntry(source=str(source), size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha, folder=folder,
+                      n_positions=scan.n_positions, n_groups=len(grouped), alpha=float(alpha),
+                      intensity_scale=float(intensity_scale(diffraction, nphotons)), nphotons=float(nphotons),
+                      nphotons_source="metadata" if recorded is not None else "config", has_truth=truth,
+                      bad_pixels=int((valid == 0).sum()),
+                      object_shape=None if scan.object_guess is None else list(scan.object_guess.shape))
     (root / "scans").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".prepare-", dir=root / "scans"))
     try:
@@ -271,20 +292,15 @@ def _prepare_scan(source: Path, settings: StoreSettings, root: Path, sha: str) -
         _save_npy(tmp, "valid", valid)
         if truth:
             _save_npy(tmp, "Y", grouped.Y.astype(np.complex64))
+        atomic_write_json(tmp / ENTRY, dataclasses.asdict(entry))  # last: its presence means the folder is complete
         final = root / folder
-        if final.is_dir():  # the same content, prepared with the same settings by another task: keep theirs
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, final)
+        if final.exists():  # a folder left incomplete by a crash (no entry.json): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ScanEntry(source=str(source), size=stat.st_size, mtime_ns=stat.st_mtime_ns, sha256=sha, folder=folder,
-                     n_positions=scan.n_positions, n_groups=len(grouped), alpha=float(alpha),
-                     intensity_scale=float(intensity_scale(diffraction, nphotons)), nphotons=float(nphotons),
-                     nphotons_source="metadata" if recorded is not None else "config", has_truth=truth,
-                     bad_pixels=int((valid == 0).sum()),
-                     object_shape=None if scan.object_guess is None else list(scan.object_guess.shape))
+    return entry
 
 
 def prepare_store(sources: Sequence[os.PathLike | str], root: os.PathLike | str, settings: StoreSettings, *,
@@ -375,3 +391,7 @@ def _remove_orphans(root: Path, entries: Sequence[ScanEntry]) -> None:
     for folder in scans.iterdir():
         if folder.is_dir() and folder.resolve() not in keep and now - folder.stat().st_mtime > _ORPHAN_AGE_S:
             shutil.rmtree(folder, ignore_errors=True)
+    names = {Path(e.folder).name for e in entries}
+    for lock in (root / "locks").glob("*.lock") if (root / "locks").is_dir() else ():
+        if lock.stem not in names and now - lock.stat().st_mtime > _ORPHAN_AGE_S:
+            lock.unlink(missing_ok=True)
