@@ -23,7 +23,7 @@ from launcher.errors import LaunchError
 from launcher.plan import JobPlan, factory_overrides, plan_array, request_resources
 from launcher.rundir import TASKS, planned_run_dir
 from launcher.staging import json_safe
-from launcher.validate import absolute_path, check_plain_text, check_writable_dir
+from launcher.validate import check_run_dir_args, absolute_path, check_plain_text, check_writable_dir
 from ptycho.backends import DEFAULT_BACKEND, check_corpus
 from ptycho.errors import PtychoInputError
 
@@ -40,9 +40,7 @@ def _prepare_request(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any],
     cluster, profile, res = request_resources(args, job_name="ptycho-prepare")
     if args.train_data_file is None:
         raise LaunchError("--train_data_file is required: the corpus to prepare")
-    if (args.output_dir is not None and args.run_dir is not None
-            and absolute_path(args.output_dir) != absolute_path(args.run_dir)):
-        raise LaunchError("--output_dir and --run-dir differ; for ptycho-launch they are the same directory, give one")
+    check_run_dir_args(args.output_dir, args.run_dir)
     test = getattr(args, "test_data_file", None)
     if not is_corpus_request(args.train_data_file, test):
         raise LaunchError(f"--train_data_file {args.train_data_file}: one scan file; prepare takes a corpus (a "

@@ -20,7 +20,7 @@ from launcher.plan import (JobPlan, check_gpus_per_node, factory_overrides, norm
                            request_resources, slurm_reachable)
 from launcher.rundir import load_run, now, planned_run_dir, update_run
 from launcher.staging import emit_sbatch, json_safe, print_dry_run, print_notices, saved_run, start_run
-from launcher.validate import (absolute_path, check_backend, check_grouping, check_plain_text, check_scan, check_world,
+from launcher.validate import (check_run_dir_args, absolute_path, check_backend, check_grouping, check_plain_text, check_scan, check_world,
                                check_writable_dir)
 from launcher.waiting import wait_and_report
 from ptycho.backends import DEFAULT_BACKEND, check_corpus
@@ -58,9 +58,7 @@ def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], d
     cluster, profile, res = request_resources(args, job_name="ptycho-train")
     if args.train_data_file is None:
         raise LaunchError("--train_data_file is required (ptycho-launch does not simulate data; see ptycho-simulate)")
-    if (args.output_dir is not None and args.run_dir is not None
-            and absolute_path(args.output_dir) != absolute_path(args.run_dir)):
-        raise LaunchError("--output_dir and --run-dir differ; for ptycho-launch they are the same directory, give one")
+    check_run_dir_args(args.output_dir, args.run_dir)
     overrides = factory_overrides(args, profile, cluster, skip=("train_data_file", "output_dir"))
     train_path, test_path, corpus, n_positions = check_training_data(
         args.train_data_file, overrides.get("test_data_file"), overrides.get("backend", DEFAULT_BACKEND),

@@ -27,6 +27,7 @@ __all__ = [
     "check_plain_text",
     "check_backend",
     "check_grouping",
+    "check_run_dir_args",
 ]
 
 _TIME_FORMATS = (
@@ -188,3 +189,10 @@ def check_backend(backend: str, world: int, strategy: str) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def check_run_dir_args(output_dir: Optional[Path], run_dir: Optional[Path]) -> None:
+    """For ptycho-launch, --output_dir and --run-dir name the same directory: both given and different is a
+    mistake, not a choice."""
+    if output_dir is not None and run_dir is not None and absolute_path(output_dir) != absolute_path(run_dir):
+        raise LaunchError("--output_dir and --run-dir differ; for ptycho-launch they are the same directory, give one")

@@ -17,16 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.corpus.store import Store, StoreError
-from ptycho_torch.data import loader_kwargs
 
-__all__ = ["NpyRows", "StoreDataset", "CorpusTables", "CorpusDataModule"]
+__all__ = ["NpyRows", "StoreDataset", "CorpusTables"]
 
 
 class NpyRows:
@@ -130,23 +127,3 @@ class CorpusTables:
     def from_store(cls, store: Store) -> "CorpusTables":
         return cls(torch.from_numpy(store.probes()), torch.from_numpy(store.intensity_scales()),
                    torch.from_numpy(store.valid_masks()))
-
-
-class CorpusDataModule(L.LightningDataModule):
-    """Loaders over the store (Lightning adds the DistributedSampler under DDP: each rank reads its shard)."""
-
-    def __init__(self, train: StoreDataset, val: StoreDataset, batch_size: int, execution: PyTorchExecutionConfig,
-                 seed: int) -> None:
-        super().__init__()
-        self.train, self.val = train, val
-        self.batch_size = batch_size
-        self.execution = execution
-        self.seed = seed
-
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, drop_last=False, generator=generator,
-                          **loader_kwargs(self.execution))
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val, batch_size=self.batch_size, shuffle=False, **loader_kwargs(self.execution))

@@ -7,12 +7,12 @@ so a model trained on one scan sees comparable inputs on another recorded with a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.grouping import GroupedData
@@ -75,21 +75,22 @@ def loader_kwargs(execution: PyTorchExecutionConfig) -> dict:
 
 
 class PtychoDataModule(L.LightningDataModule):
-    """Training and validation loaders over in-memory tensors (Lightning adds the DistributedSampler under DDP)."""
+    """Training and validation loaders over in-memory tensors or any dataset of groups (a corpus store's), with the
+    same loader settings; Lightning adds the DistributedSampler under DDP, so each rank reads its own shard."""
 
-    def __init__(self, train: GroupedTensors, val: GroupedTensors, batch_size: int,
+    def __init__(self, train: Union[GroupedTensors, Dataset], val: Union[GroupedTensors, Dataset], batch_size: int,
                  execution: PyTorchExecutionConfig, seed: int) -> None:
         super().__init__()
-        self.train, self.val = train, val
+        self.train = train.dataset() if isinstance(train, GroupedTensors) else train
+        self.val = val.dataset() if isinstance(val, GroupedTensors) else val
         self.batch_size = batch_size
         self.execution = execution
         self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train.dataset(), batch_size=self.batch_size, shuffle=True, drop_last=False,
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True, drop_last=False,
                           generator=generator, **loader_kwargs(self.execution))
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val.dataset(), batch_size=self.batch_size, shuffle=False,
-                          **loader_kwargs(self.execution))
+        return DataLoader(self.val, batch_size=self.batch_size, shuffle=False, **loader_kwargs(self.execution))

@@ -81,3 +81,24 @@ def write_scan_pair(root, n_train: int, n_test: int, seeds: tuple[int, int]) -> 
     save_scan(paths["train"], simulate_scan(N=64, object_size=128, n_positions=n_train, seed=seeds[0]))
     save_scan(paths["test"], simulate_scan(N=64, object_size=128, n_positions=n_test, seed=seeds[1]))
     return paths
+
+
+def slurm_jobs() -> set[str]:
+    """Every job the cluster knows: queued/running (squeue) and finished (sacct)."""
+    queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
+    done = subprocess.run(["sacct", "-n", "-X", "-a", "-o", "JobID", "-S", "now-1days"], capture_output=True,
+                          text=True, check=True).stdout
+    return {line.strip() for line in (queued + done).splitlines() if line.strip()}
+
+
+def poll(what, predicate, timeout: float = 120, every: float = 1.0):
+    """Call ``what`` until ``predicate`` holds for its value (bounded: the test fails after ``timeout`` s)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = what()
+        if predicate(value):
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting; last value: {value}"
+        time.sleep(every)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_scan_pair
+from conftest import slurm_jobs, write_scan_pair
 
 LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
 
@@ -22,14 +22,6 @@ LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
 def launch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([LAUNCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
-
-
-def slurm_jobs() -> set[str]:
-    """Every job the cluster knows: queued/running (squeue) and finished (sacct)."""
-    queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
-    done = subprocess.run(["sacct", "-n", "-X", "-a", "-o", "JobID", "-S", "now-1days"], capture_output=True,
-                          text=True, check=True).stdout
-    return {line.strip() for line in (queued + done).splitlines() if line.strip()}
 
 
 @pytest.fixture(scope="module")

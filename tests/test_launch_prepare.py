@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import poll, slurm_jobs
 
 LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
 N_SCANS, POSITIONS = 4, 16
@@ -288,23 +289,6 @@ def test_a_preparation_chunk_has_one_status_shared_by_its_scans(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- Slurm (CI cluster)
 
-def slurm_jobs() -> set[str]:
-    queued = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
-    done = subprocess.run(["sacct", "-n", "-X", "-a", "-o", "JobID", "-S", "now-1days"], capture_output=True,
-                          text=True, check=True).stdout
-    return {line.strip() for line in (queued + done).splitlines() if line.strip()}
-
-
-def poll(what, predicate, timeout: float = 240, every: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if predicate(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting; last value: {value}"
-        time.sleep(every)
-
-
 @pytest.mark.slurm
 def test_slurm_corpus_validation_failures_never_reach_the_queue(slurm_cluster, corpus, tmp_path):
     before = slurm_jobs()
@@ -329,7 +313,7 @@ def test_slurm_prepare_array_status_failure_and_retry(slurm_cluster, corpus, tmp
     (scans / "scan3.npz").write_bytes(b"corrupted after submission")
     subprocess.run(["scontrol", "release", job], check=True)
     report = poll(lambda: status(run_dir), lambda r: r["state"] not in ("RUNNING", "PENDING")
-                  and all(t["scheduler_state"] not in (None, "UNKNOWN") for t in r["tasks"]))
+                  and all(t["scheduler_state"] not in (None, "UNKNOWN") for t in r["tasks"]), timeout=240, every=2.0)
     assert {t["task"]: t["state"] for t in report["tasks"]} == {0: "completed", 1: "failed"}
     assert "scan3.npz" in report["tasks"][1]["error"] and report["tasks"][1]["scheduler_state"] == "FAILED"
     assert report["tasks"][0]["result"]["prepared"] == 2

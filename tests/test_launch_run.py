@@ -12,12 +12,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import write_scan_pair
+from conftest import poll, write_scan_pair
 
 LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
 TINY = ("--n_groups", "16", "--nepochs", "1", "--batch_size", "4", "--time", "10")
@@ -34,16 +33,6 @@ def launch(*args: str, timeout: float = 300, check: bool = True) -> subprocess.C
 
 def status(run_dir: Path) -> dict:
     return json.loads(launch("status", str(run_dir), "--json").stdout)
-
-
-def poll(what, predicate, timeout: float = 120, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = what()
-        if predicate(value):
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting; last value: {value}"
-        time.sleep(every)
 
 
 def rank_hashes(run_dir: Path) -> dict[int, tuple[str, str]]:

@@ -21,7 +21,7 @@ from ptycho.data_contract import ScanData
 from ptycho.grouping import GroupedData, group_scan
 from ptycho_torch.bundle import write_bundle as write_torch_bundle
 from ptycho_torch.config_factory import TrainingPayload
-from ptycho_torch.corpus_data import CorpusDataModule, CorpusTables, StoreDataset
+from ptycho_torch.corpus_data import CorpusTables, StoreDataset
 from ptycho_torch.data import GroupedTensors, PtychoDataModule, to_tensors
 from ptycho_torch.lightning_module import PtychoPINNModule
 from ptycho_torch.model import MODEL_NAME, PtychoPINN
@@ -154,7 +154,7 @@ def _corpus_data(corpus: PreparedCorpus, payload: TrainingPayload,
     module = PtychoPINNModule(model, cfg, execution, observed_scale=reference, tables=tables)
     log.info("corpus: %d training scans (%d groups), %d validation scans (%d groups)", len(corpus.train_ids),
              len(train), len(corpus.val_ids), len(val))
-    return model, module, CorpusDataModule(train, val, cfg.batch_size, execution, execution.seed)
+    return model, module, PtychoDataModule(train, val, cfg.batch_size, execution, execution.seed)
 
 
 def train_cdi_model_torch(train_data: Union[ScanData, PreparedCorpus], test_data: Optional[ScanData],
