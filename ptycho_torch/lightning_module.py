@@ -51,16 +51,20 @@ class PtychoPINNModule(L.LightningModule):
         self.supervised = training.model.model_type == "supervised"
         self.needs_truth = self.supervised or training.realspace_weight > 0 or training.realspace_mae_weight > 0
         self.corpus = tables is not None
-        if tables is not None:
-            self.register_buffer("table_probes", tables.probes.to(torch.complex64), persistent=False)
-            self.register_buffer("table_scales", tables.intensity_scales.to(torch.float32), persistent=False)
-            self.register_buffer("table_valid", tables.valid.to(torch.float32), persistent=False)
+        # Plain tensors, not buffers: DDP broadcasts every buffer from rank 0 before each forward, and these tables
+        # grow with the corpus (10 MB at 200 scans) while never changing. Moved to the batch's device on first use.
+        self._tables = None if tables is None else (tables.probes.to(torch.complex64),
+                                                    tables.intensity_scales.to(torch.float32),
+                                                    tables.valid.to(torch.float32))
 
     def _per_sample(self, scan_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(probe (B, 1, N, N), model scale, observed scale (B, 1, 1, 1), detector mask (B, 1, N, N))."""
-        observed = self.table_scales[scan_ids].view(-1, 1, 1, 1)
+        if self._tables[0].device != scan_ids.device:
+            self._tables = tuple(t.to(scan_ids.device) for t in self._tables)
+        probes, scales, valid = self._tables
+        observed = scales[scan_ids].view(-1, 1, 1, 1)
         model_scale = self.model.intensity_scale * observed / self.observed_scale
-        return self.table_probes[scan_ids][:, None], model_scale, observed, self.table_valid[scan_ids][:, None]
+        return probes[scan_ids][:, None], model_scale, observed, valid[scan_ids][:, None]
 
     def _loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
         diffraction, offsets = batch[0], batch[1]
