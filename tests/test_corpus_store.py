@@ -133,3 +133,20 @@ def test_two_processes_preparing_one_store_at_once(corpus, tmp_path):
     store = open_store(tmp_path / "store", corpus)
     assert len(store.scans) == 3 and store.n_groups == 48
     assert not list((tmp_path / "store" / "scans").glob(".prepare-*"))
+
+
+def test_a_new_probe_file_prepares_the_store_again(corpus, tmp_path):
+    from ptycho.config.config import ModelConfig, TrainingConfig
+    from ptycho.corpus.prepared import store_settings
+
+    probe_file = tmp_path / "probe.npy"
+    np.save(probe_file, make_probe(64, defocus=0.2))
+    config = TrainingConfig(model=ModelConfig(N=64, gridsize=2), probe_file=probe_file)
+    first = store_settings(config, seed=0)
+    store = prepare_store(corpus, tmp_path / "store", first, progress=False)
+    np.testing.assert_allclose(store.probes()[0], store.probes()[2])  # every scan through the file's probe
+    np.save(probe_file, make_probe(64, defocus=0.3))  # same path, other content
+    second = store_settings(config, seed=0)
+    assert second != first and str(probe_file) in second.probe_file
+    assert not np.allclose(prepare_store(corpus, tmp_path / "store", second, progress=False).probes()[0],
+                           store.probes()[0])

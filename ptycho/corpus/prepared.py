@@ -52,7 +52,16 @@ def store_settings(config: Any, seed: int) -> StoreSettings:
                          groups_per_scan=config.n_groups, seed=seed if config.subsample_seed is None
                          else config.subsample_seed, probe_scale=model.probe_scale, probe_mask=model.probe_mask,
                          nphotons=config.nphotons, truth=needs_truth,
-                         probe_file=None if config.probe_file is None else str(config.probe_file))
+                         probe_file=None if config.probe_file is None else _probe_identity(config.probe_file))
+
+
+def _probe_identity(probe_file: Any) -> str:
+    """The probe file as the store settings record it: path and content hash, so a store prepared with an older
+    version of that file is prepared again."""
+    from ptycho.corpus.store import file_sha256
+
+    path = Path(probe_file).expanduser().resolve()
+    return f"{path}#sha256={file_sha256(path)}" if path.is_file() else str(path)
 
 
 def split_scans(n_scans: int, seed: int, fraction: float = VALIDATION_FRACTION) -> tuple[list[int], list[int]]:

@@ -73,7 +73,7 @@ class StoreSettings:
     probe_mask: bool = False
     nphotons: float = 1e9  #: dose of scans whose metadata records none
     truth: bool = False  #: also store ground-truth patches (supervised / real-space losses)
-    probe_file: Optional[str] = None  #: a probe replacing every scan's own (``--probe_file``)
+    probe_file: Optional[str] = None  #: a probe replacing every scan's own: "<path>#sha256=<hash>" (``--probe_file``)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -257,7 +257,8 @@ def _write_scan(source: Path, settings: StoreSettings, root: Path, sha: str, fol
     from ptycho.normalisation import amplitude_normalisation, intensity_scale, normalize_probe, probe_support
 
     stat = source.stat()
-    scan = load_scan(source, probe_file=settings.probe_file)
+    probe_file = None if settings.probe_file is None else settings.probe_file.split("#sha256=")[0]
+    scan = load_scan(source, probe_file=probe_file)
     check_pattern_size(source, scan.N, settings.N)
     raw_probe = np.asarray(scan.probe, np.complex64)
     mask = probe_support(raw_probe) if settings.probe_mask else None
