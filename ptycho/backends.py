@@ -107,8 +107,8 @@ def require_backend(name: str) -> BackendSpec:
     missing = [m for m in chosen.requires if not _importable(m)]
     if missing:
         others = [n for n in SPECS if n != name]
-        raise RuntimeError(f"{chosen.title} backend selected but {', '.join(missing)} is not importable; install it with: "
-                           f"{chosen.install}, or choose backend={others[0]!r}")
+        raise RuntimeError(f"{chosen.title} backend selected but {', '.join(missing)} is not importable; install it "
+                           f"with: {chosen.install}, or choose backend={others[0]!r}")
     return chosen
 
 
