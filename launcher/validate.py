@@ -96,12 +96,11 @@ def check_grouping(train_path: Path, training_config: Any) -> None:
     """n_groups, gridsize and neighbor_count against the scan: a job that cannot group its data never queues."""
     from ptycho.data_contract import load_scan
     from ptycho.errors import PtychoInputError
-    from ptycho.grouping import validate_grouping
+    from ptycho.grouping import validate_training_grouping
 
     cfg = training_config
     try:
-        validate_grouping(load_scan(train_path, probe_file=getattr(cfg, "probe_file", None)), cfg.n_groups,
-                          cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
+        validate_training_grouping(load_scan(train_path, probe_file=getattr(cfg, "probe_file", None)), cfg)
     except PtychoInputError as exc:
         raise LaunchError(f"--train_data_file {train_path}: {_one_line(exc)}") from None
 

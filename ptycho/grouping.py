@@ -6,7 +6,10 @@ must be local (KD-tree nearest neighbours) and reproducible (one seeded generato
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -46,14 +49,19 @@ def group_scan(
     subsample_seed: int | None = None,
     sequential_sampling: bool = False,
     truth: bool = True,
+    oversampling: bool = False,
+    neighbor_pool_size: int | None = None,
 ) -> GroupedData:
     """Pick ``n_groups`` seed positions and group each with C-1 of its K nearest neighbours.
 
     ``subsample_seed=None`` draws fresh randomness; pass a seed for identical groups across runs and ranks.
     ``truth=False`` skips cutting ground-truth patches from objectGuess (inference has no use for them).
+    ``oversampling`` lets ``n_groups`` exceed the positions: every position seeds several groups, each a distinct
+    choice of C-1 members among its ``neighbor_pool_size`` (default ``neighbor_count``) nearest (K-1 choose C-1
+    per seed), so no group repeats.
     """
     m = scan.n_positions
-    c = validate_grouping(scan, n_groups, gridsize, neighbor_count, n_subsample)
+    c = validate_grouping(scan, n_groups, gridsize, neighbor_count, n_subsample, oversampling, neighbor_pool_size)
     rng = np.random.default_rng(subsample_seed)
 
     pool_size = m if n_subsample is None else n_subsample
@@ -63,9 +71,12 @@ def group_scan(
         pool = np.arange(pool_size)
     else:
         pool = np.sort(rng.choice(m, size=pool_size, replace=False))
+    xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
+    if n_groups > pool_size:  # oversampling (validate_grouping refused it otherwise)
+        k = min(neighbor_pool_size or neighbor_count, pool_size)
+        return _grouped(scan, pool[_oversampled(xy[pool], n_groups, c, k, rng)].astype(np.int64), gridsize, truth)
     seed_pos = np.arange(n_groups) if sequential_sampling else rng.choice(pool_size, size=n_groups, replace=False)
 
-    xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
     if c == 1:
         members = seed_pos[:, None]
     else:
@@ -132,7 +143,8 @@ def check_neighbor_count(neighbor_count: int, gridsize: int) -> None:
 
 
 def validate_grouping(
-    scan: ScanData, n_groups: int, gridsize: int, neighbor_count: int, n_subsample: int | None
+    scan: ScanData, n_groups: int, gridsize: int, neighbor_count: int, n_subsample: int | None,
+    oversampling: bool = False, neighbor_pool_size: int | None = None,
 ) -> int:
     """The grouping rules (also run by the CLIs before they write anything); returns C = gridsize**2."""
     m = scan.n_positions
@@ -150,17 +162,61 @@ def validate_grouping(
                 f"n_subsample={n_subsample} is larger than the number of scan positions ({m}) in {scan.source}"
             )
     pool_size = m if n_subsample is None else n_subsample
-    if n_groups > pool_size:
+    if n_groups > pool_size and not oversampling:
         where = f"in {scan.source}" if n_subsample is None else f"in the n_subsample pool of {scan.source}"
         raise PtychoInputError(
             f"n_groups={n_groups} is larger than the number of scan positions ({pool_size}) {where}; "
-            "lower n_groups or omit n_subsample"
+            "lower n_groups, omit n_subsample, or set enable_oversampling (gridsize > 1)"
         )
+    if n_groups > pool_size:
+        k = min(neighbor_pool_size or neighbor_count, pool_size)
+        if neighbor_pool_size is not None and neighbor_pool_size < c:
+            raise PtychoInputError(f"neighbor_pool_size={neighbor_pool_size} must be >= gridsize**2={c}")
+        capacity = pool_size * math.comb(k - 1, c - 1) if c > 1 else pool_size
+        if n_groups > capacity:
+            raise PtychoInputError(
+                f"n_groups={n_groups} is more than the {capacity} distinct groups that oversampling can draw from "
+                f"{pool_size} positions of {scan.source} (each seed with C-1={c - 1} of its K-1={k - 1} nearest: "
+                f"{math.comb(k - 1, c - 1)} per seed); raise neighbor_pool_size or lower n_groups")
     if c > pool_size:
         raise PtychoInputError(
             f"gridsize={gridsize} needs C={c} positions per group but only {pool_size} are available"
         )
     return c
+
+
+def _oversampled(xy: np.ndarray, n_groups: int, c: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_groups`` distinct groups (seed, then C-1 of its K-1 nearest others), the seeds as even as possible:
+    every position seeds n_groups // M groups and a random n_groups % M of them one more."""
+    m = len(xy)
+    counts = np.full(m, n_groups // m)
+    counts[rng.choice(m, size=n_groups % m, replace=False)] += 1
+    _, nbrs = cKDTree(xy).query(xy, k=k)
+    nbrs = np.asarray(nbrs).reshape(m, k)
+    seeds = np.arange(m)
+    is_self = nbrs == seeds[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    others = nbrs[~is_self].reshape(m, k - 1)
+    combos = np.array(list(itertools.combinations(range(k - 1), c - 1)), dtype=np.int64)
+    groups = [np.concatenate([np.full((n, 1), s), others[s][combos[rng.choice(len(combos), n, replace=False)]]], 1)
+              for s, n in enumerate(counts) if n]
+    return np.concatenate(groups)
+
+
+def training_groups(scan: ScanData, config: Any, seed: int, n_groups: int | None = None) -> GroupedData:
+    """The groups a canonical TrainingConfig draws from a scan (both backends; ``seed`` the same on every rank)."""
+    return group_scan(scan, n_groups=n_groups or config.n_groups, gridsize=config.model.gridsize,
+                      neighbor_count=config.neighbor_count, n_subsample=config.n_subsample, subsample_seed=seed,
+                      sequential_sampling=config.sequential_sampling,
+                      oversampling=bool(getattr(config, "enable_oversampling", False)),
+                      neighbor_pool_size=getattr(config, "neighbor_pool_size", None))
+
+
+def validate_training_grouping(scan: ScanData, config: Any) -> int:
+    """``validate_grouping`` for a canonical TrainingConfig (the CLIs and the launcher, before anything runs)."""
+    return validate_grouping(scan, config.n_groups, config.model.gridsize, config.neighbor_count, config.n_subsample,
+                             bool(getattr(config, "enable_oversampling", False)),
+                             getattr(config, "neighbor_pool_size", None))
 
 
 def _choose_neighbours(xy: np.ndarray, seeds: np.ndarray, c: int, k: int, rng: np.random.Generator) -> np.ndarray:

@@ -149,6 +149,10 @@ def add_training_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--nll_weight", type=float, default=s)
     parser.add_argument("--mae_weight", type=float, default=s)
     parser.add_argument("--probe_trainable", type=_bool, nargs="?", const=True, default=s)
+    parser.add_argument("--enable_oversampling", type=_bool, nargs="?", const=True, default=s,
+                        help="let --n_groups exceed the positions: distinct neighbour combinations per seed")
+    parser.add_argument("--neighbor_pool_size", type=int, default=s,
+                        help="with --enable_oversampling: nearest positions a group's members come from")
     parser.add_argument("--model_type", choices=("pinn", "supervised"), default=s)
     add_data_arguments(parser)
     add_execution_arguments(parser)
@@ -222,7 +226,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
     def body() -> int:
         from ptycho.corpus.spec import is_corpus
         from ptycho.data_contract import load_scan
-        from ptycho.grouping import validate_grouping
+        from ptycho.grouping import validate_training_grouping
         from ptycho.outputs import config_snapshot, save_reconstruction, write_config_snapshot
         from ptycho.simulate import write_default_dataset
         from ptycho.workflows.training import train_and_reconstruct, training_data
@@ -251,7 +255,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
             overrides.setdefault("n_groups", train.n_positions)
             payload = create_training_payload(train_file, output_dir, overrides)
             cfg = payload.tf_training_config
-            validate_grouping(train, cfg.n_groups, cfg.model.gridsize, cfg.neighbor_count, cfg.n_subsample)
+            validate_training_grouping(train, cfg)
         write_config_snapshot(output_dir, config_snapshot("train", cfg.backend, ["ptycho-train", *argv],
                                                           payload.to_dict()))
         results = train_and_reconstruct(payload, train, test)

@@ -204,3 +204,16 @@ def test_deprecated_flags_warn_and_still_work(scans, tmp_path, capsys):
     training = json.loads((out_dir / "config.json").read_text())["payload"]["tf_training_config"]
     assert training["nepochs"] == 1 and training["n_groups"] == 4
     assert (out_dir / "wts.h5.zip").is_file()
+
+
+def test_oversampling_lets_n_groups_exceed_the_positions(scans, tmp_path, capsys):
+    argv = ["--train_data_file", str(scans["train"]), "--gridsize", "2", "--nepochs", "1", "--n_filters_scale", "1",
+            "--quiet", "--logger", "none"]
+    assert run_training_cli([*argv, "--n_groups", "60", "--output_dir", str(tmp_path / "refused")]) == 2
+    assert "enable_oversampling" in _one_error_line(capsys.readouterr().err, "ptycho-train")
+    code = run_training_cli([*argv, "--n_groups", "60", "--enable_oversampling", "--neighbor_pool_size", "6",
+                             "--output_dir", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    training = json.loads((tmp_path / "run" / "config.json").read_text())["payload"]["tf_training_config"]
+    assert training["enable_oversampling"] is True and training["neighbor_pool_size"] == 6
+    assert training["n_groups"] == 60

@@ -129,7 +129,7 @@ def test_y_prefers_stored_patches_and_is_none_without_truth(scan):
     (dict(n_groups=5, gridsize=0), "gridsize must be >= 1, got 0"),
     (dict(n_groups=5, gridsize=2, neighbor_count=3), "neighbor_count=3 must be >= gridsize**2=4"),
     (dict(n_groups=500), "n_groups=500 is larger than the number of scan positions (196) in scan.npz; "
-                         "lower n_groups or omit n_subsample"),
+                         "lower n_groups, omit n_subsample, or set enable_oversampling"),
     (dict(n_groups=50, n_subsample=30), "n_groups=50 is larger than the number of scan positions (30)"),
     (dict(n_groups=5, n_subsample=197), "n_subsample=197 is larger than the number of scan positions (196)"),
 ])
@@ -137,3 +137,30 @@ def test_validation_errors(scan, kwargs, msg):
     with pytest.raises(PtychoInputError) as info:
         group_scan(scan, **kwargs)
     assert msg in str(info.value)
+
+
+def test_oversampling_draws_distinct_neighbour_combinations():
+    """enable_oversampling lets n_groups exceed the positions; every group is distinct and local; without it, or
+    beyond the distinct combinations available, the error is clear."""
+    from ptycho.grouping import group_scan
+    from ptycho.simulate import simulate_scan
+
+    scan = simulate_scan(N=64, object_size=128, n_positions=16, seed=0)
+    with pytest.raises(PtychoInputError, match="enable_oversampling"):
+        group_scan(scan, n_groups=40, gridsize=2, neighbor_count=4, subsample_seed=0)
+    grouped = group_scan(scan, n_groups=40, gridsize=2, neighbor_count=4, subsample_seed=0, oversampling=True,
+                         neighbor_pool_size=6, truth=False)
+    groups = grouped.indices
+    assert groups.shape == (40, 4)
+    assert len({(int(g[0]), frozenset(g[1:].tolist())) for g in groups}) == 40  # no group repeats
+    assert np.bincount(groups[:, 0], minlength=16).max() - np.bincount(groups[:, 0], minlength=16).min() <= 1
+    xy = np.stack([scan.xcoords, scan.ycoords], axis=1)
+    for g in groups:  # members are among the seed's 5 nearest others
+        d = np.linalg.norm(xy - xy[g[0]], axis=1)
+        assert set(g[1:].tolist()) <= set(np.argsort(d)[1:6].tolist())
+    again = group_scan(scan, n_groups=40, gridsize=2, neighbor_count=4, subsample_seed=0, oversampling=True,
+                       neighbor_pool_size=6, truth=False)
+    np.testing.assert_array_equal(again.indices, groups)  # the same on every rank
+    with pytest.raises(PtychoInputError, match="160 distinct groups"):  # 16 seeds x (3 choose 3 ... 5 choose 3 = 10)
+        group_scan(scan, n_groups=161, gridsize=2, neighbor_count=4, subsample_seed=0, oversampling=True,
+                   neighbor_pool_size=6)

@@ -282,6 +282,14 @@ class TrainingConfig(_ValidatedConfig):
     #: Probe file (.npy or .npz) that replaces the probe of every scan read (e.g. a CXI file without an
     #: illumination); None uses each scan's own probe. Default None.
     probe_file: Optional[Path] = None
+    #: Let n_groups exceed the scan positions (gridsize > 1): each position then seeds several groups, each a
+    #: distinct choice of C-1 of its neighbor_pool_size nearest positions. False: n_groups above the positions is
+    #: an error. Default False.
+    enable_oversampling: bool = False
+    #: With enable_oversampling: how many nearest positions (the seed included) a group's members are chosen from;
+    #: more gives more distinct groups (K-1 choose C-1 per seed) that reach further. None: neighbor_count.
+    #: Default None.
+    neighbor_pool_size: Optional[int] = None
 
     _path_fields: ClassVar[tuple[str, ...]] = ("train_data_file", "test_data_file", "output_dir", "store_dir",
                                                   "probe_file")
@@ -308,6 +316,8 @@ class TrainingConfig(_ValidatedConfig):
         "output_dir": lambda v: None if isinstance(v, (str, Path)) else f"must be a path, got {v!r}",
         "store_dir": _optional_path,
         "probe_file": _optional_path,
+        "enable_oversampling": _is_bool,
+        "neighbor_pool_size": _int_at_least(2, optional=True),
         "backend": _one_of(BACKENDS),
     }
 

@@ -52,7 +52,8 @@ def store_settings(config: Any, seed: int) -> StoreSettings:
                          groups_per_scan=config.n_groups, seed=seed if config.subsample_seed is None
                          else config.subsample_seed, probe_scale=model.probe_scale, probe_mask=model.probe_mask,
                          nphotons=config.nphotons, truth=needs_truth,
-                         probe_file=None if config.probe_file is None else _probe_identity(config.probe_file))
+                         probe_file=None if config.probe_file is None else _probe_identity(config.probe_file),
+                         oversampling=config.enable_oversampling, neighbor_pool_size=config.neighbor_pool_size)
 
 
 def _probe_identity(probe_file: Any) -> str:

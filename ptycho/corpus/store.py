@@ -74,6 +74,8 @@ class StoreSettings:
     nphotons: float = 1e9  #: dose of scans whose metadata records none
     truth: bool = False  #: also store ground-truth patches (supervised / real-space losses)
     probe_file: Optional[str] = None  #: a probe replacing every scan's own: "<path>#sha256=<hash>" (``--probe_file``)
+    oversampling: bool = False  #: groups_per_scan may exceed a scan's positions (distinct neighbour combinations)
+    neighbor_pool_size: Optional[int] = None  #: with oversampling: nearest positions members come from
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -264,14 +266,15 @@ def _write_scan(source: Path, settings: StoreSettings, root: Path, sha: str, fol
     mask = probe_support(raw_probe) if settings.probe_mask else None
     probe = normalize_probe(raw_probe, settings.probe_scale, mask)
     n_groups = settings.groups_per_scan or scan.n_positions
-    if n_groups > scan.n_positions:
+    if n_groups > scan.n_positions and not settings.oversampling:
         log.info("%s: %d positions, fewer than the %d groups per scan asked for; drawing %d", source,
                  scan.n_positions, n_groups, scan.n_positions)
         n_groups = scan.n_positions
     truth = settings.truth and scan.object_guess is not None
     grouped = group_scan(scan, n_groups=n_groups, gridsize=settings.gridsize, neighbor_count=settings.neighbor_count,
                          subsample_seed=settings.seed, sequential_sampling=settings.groups_per_scan is None,
-                         truth=truth)
+                         truth=truth, oversampling=settings.oversampling,
+                         neighbor_pool_size=settings.neighbor_pool_size)
     alpha = amplitude_normalisation(scan.diffraction, probe)  # the whole scan's, as at inference
     diffraction = (grouped.diffraction * np.float32(alpha)).astype(np.float32)
     recorded = scan.nphotons_from_metadata()

@@ -21,7 +21,7 @@ from ptycho import params
 from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.data_contract import ScanData
 from ptycho.errors import PtychoInputError
-from ptycho.grouping import GroupedData, group_scan
+from ptycho.grouping import GroupedData, training_groups
 from ptycho.normalisation import amplitude_normalisation, intensity_scale, normalize_probe, probe_support
 
 __all__ = ["train_cdi_model_tf", "GroupedArrays", "to_arrays", "lr_for_epoch"]
@@ -85,11 +85,6 @@ def lr_for_epoch(name: str, base: float, epoch: int, total: int) -> float:
     raise ValueError(f"unknown scheduler {name!r}")
 
 
-def _group(scan: ScanData, cfg: TrainingConfig, seed: int, n_groups: int) -> GroupedData:
-    return group_scan(scan, n_groups=n_groups, gridsize=cfg.model.gridsize, neighbor_count=cfg.neighbor_count,
-                      n_subsample=cfg.n_subsample, subsample_seed=seed, sequential_sampling=cfg.sequential_sampling)
-
-
 def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg: TrainingConfig,
                        execution: Optional[PyTorchExecutionConfig] = None,
                        progress: Optional[bool] = None) -> dict[str, Any]:
@@ -118,10 +113,10 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
     mask = probe_support(raw_probe) if cfg.model.probe_mask else None
     probe = normalize_probe(raw_probe, cfg.model.probe_scale, mask)
     n_groups = cfg.n_groups or train_data.n_positions
-    train = to_arrays(_group(train_data, cfg, seed, n_groups), probe, cfg.nphotons)
+    train = to_arrays(training_groups(train_data, cfg, seed, n_groups), probe, cfg.nphotons)
     if test_data is not None:
         n_val = min(test_data.n_positions, max(16, n_groups // 8))
-        val = to_arrays(_group(test_data, cfg, seed, n_val), probe, cfg.nphotons)
+        val = to_arrays(training_groups(test_data, cfg, seed, n_val), probe, cfg.nphotons)
     else:
         train, val = _split(train, execution.seed)
     supervised = cfg.model.model_type == "supervised"

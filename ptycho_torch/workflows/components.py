@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from ptycho import params
 from ptycho.corpus.prepared import PreparedCorpus
 from ptycho.data_contract import ScanData
-from ptycho.grouping import GroupedData, group_scan
+from ptycho.grouping import GroupedData, training_groups
 from ptycho_torch.bundle import write_bundle as write_torch_bundle
 from ptycho_torch.config_factory import TrainingPayload
 from ptycho_torch.corpus_data import CorpusTables, StoreDataset
@@ -70,16 +70,7 @@ def _grouping_seed(payload: TrainingPayload) -> int:
 
 
 def group_for_training(scan: ScanData, payload: TrainingPayload, n_groups: Optional[int] = None) -> GroupedData:
-    cfg = payload.tf_training_config
-    return group_scan(
-        scan,
-        n_groups=n_groups or cfg.n_groups,
-        gridsize=cfg.model.gridsize,
-        neighbor_count=cfg.neighbor_count,
-        n_subsample=cfg.n_subsample,
-        subsample_seed=_grouping_seed(payload),
-        sequential_sampling=cfg.sequential_sampling,
-    )
+    return training_groups(scan, payload.tf_training_config, _grouping_seed(payload), n_groups)
 
 
 def _split(tensors: GroupedTensors, seed: int) -> tuple[GroupedTensors, GroupedTensors]:
