@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from ptycho.config.config import ModelConfig, PyTorchExecutionConfig
