@@ -99,7 +99,9 @@ def test_slurm_requeue_resumes_from_the_checkpoint_step(slurm_cluster, scans, tm
     log = (run_dir / "submitit" / f"{job}_0_log.out").read_text()
     at_interrupt = int(log.split("requeue requested at step ")[1].split(":")[0])
     lost = at_interrupt - step
-    assert 0 <= lost <= EVERY
+    # The job runs on until Slurm stops it, so a checkpoint may land after the requeue request (lost < 0: nothing
+    # lost); what must hold is that at most one checkpoint interval of steps is lost.
+    assert -EVERY <= lost <= EVERY
     summary = _assert_finished_once(run_dir)
     assert summary["resumed_from_step"] == step
     print(f"\nrequeue round trip {resumed - interrupted:.1f} s (BeginTime hold released manually after "
