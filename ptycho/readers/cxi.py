@@ -151,24 +151,28 @@ def _window(height: int, width: int, source: str, name: str, *, announce: bool) 
     return n, slice(r0, r0 + n), slice(c0, c0 + n)
 
 
+def _read_in_range(h5: object, name: str, source: str, unit: str, bounds: tuple[float, float], what: str,
+                   hint: str = "") -> float:
+    """A positive scalar that must lie in a physical range: outside it, the file almost surely used another unit."""
+    value = read_positive_scalar(h5, name, source, unit)
+    lo, hi = bounds
+    if not lo <= value <= hi:
+        raise DataContractError(f"{source}: dataset '{name}' = {value:g} is not {what} "
+                                f"(expected {lo:g}..{hi:g} {unit}{hint})")
+    return value
+
+
 def _geometry(h5: object, source: str, n: int) -> dict:
     """Wavelength, distance, detector pixel sizes and the derived object pixel size, with unit sanity checks."""
     distance = read_positive_scalar(h5, DISTANCE, source, "m")
     pixel_x = read_positive_scalar(h5, X_PIXEL_SIZE, source, "m")
     pixel_y = read_positive_scalar(h5, Y_PIXEL_SIZE, source, "m") if find(h5, (Y_PIXEL_SIZE,)) else pixel_x
     if find(h5, (ENERGY,)) is not None:
-        energy = read_positive_scalar(h5, ENERGY, source, "J")
-        lo, hi = _ENERGY_RANGE_J
-        if not lo <= energy <= hi:
-            raise DataContractError(f"{source}: dataset '{ENERGY}' = {energy:g} is not a photon energy in joules "
-                                    f"(expected {lo:g}..{hi:g} J; CXI stores joules, not eV or keV)")
+        energy = _read_in_range(h5, ENERGY, source, "J", _ENERGY_RANGE_J, "a photon energy in joules",
+                                "; CXI stores joules, not eV or keV")
         wavelength = PLANCK_TIMES_C_J_M / energy
     elif find(h5, (WAVELENGTH,)) is not None:
-        wavelength = read_positive_scalar(h5, WAVELENGTH, source, "m")
-        lo, hi = _WAVELENGTH_RANGE_M
-        if not lo <= wavelength <= hi:
-            raise DataContractError(f"{source}: dataset '{WAVELENGTH}' = {wavelength:g} is not a wavelength in "
-                                    f"metres (expected {lo:g}..{hi:g} m)")
+        wavelength = _read_in_range(h5, WAVELENGTH, source, "m", _WAVELENGTH_RANGE_M, "a wavelength in metres")
     else:
         raise DataContractError(f"{source}: missing dataset '{ENERGY}' (joules) or '{WAVELENGTH}' (metres): "
                                 "the photon energy is needed to convert positions to pixels")
