@@ -321,15 +321,17 @@ def prepare_store(sources: Sequence[os.PathLike | str], root: os.PathLike | str,
     paths = [Path(s).expanduser().resolve() for s in sources]
     if not paths:
         raise PtychoInputError("prepare: no scans given")
-    # Every file's header first: a corrupt file or another N anywhere in the corpus fails before anything is written.
-    found_N = check_same_N(paths)
-    if found_N != settings.N:
-        raise PtychoInputError(f"{paths[0]}: patterns are {found_N}x{found_N} but the run is configured for "
-                               f"N={settings.N}")
     started = time.perf_counter()
     with _locked(root):
         known = _entries(root, settings)
     todo = [p for p in paths if not _reusable(root, p, known.get(str(p)))]
+    # The header of every file to prepare first: a corrupt file or another N anywhere among them fails before
+    # anything is written (a reused scan was checked when it was prepared: nothing of it is read again).
+    if todo:
+        found_N = check_same_N(todo)
+        if found_N != settings.N:
+            raise PtychoInputError(f"{todo[0]}: patterns are {found_N}x{found_N} but the run is configured for "
+                                   f"N={settings.N}")
     prepared: dict[str, ScanEntry] = {}
     for k, path in enumerate(todo, 1):
         prepared[str(path)] = _prepare_scan(path, settings, root, file_sha256(path))
@@ -351,7 +353,7 @@ def prepare_store(sources: Sequence[os.PathLike | str], root: os.PathLike | str,
     seconds = time.perf_counter() - started
     log.info("prepare: %d scans (%d prepared, %d reused), %d patterns in %.1f s (%.0f patterns/s) -> %s", len(paths),
              len(todo), len(paths) - len(todo), patterns, seconds, patterns / max(seconds, 1e-9), root)
-    store = open_store(root)
+    store = open_store(root, paths)  # a source that changed while the others were prepared is named, not used
     store.report = {"scans": len(paths), "prepared": len(todo), "reused": len(paths) - len(todo),
                     "positions": sum(e.n_positions for e in ordered if e.source in order), "patterns": patterns,
                     "seconds": seconds, "patterns_per_s": patterns / max(seconds, 1e-9)}
