@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from submitit.helpers import Checkpointable
 
+from launcher.errors import one_line
 from launcher.rundir import SUMMARY, now, read_json, update_run, write_json
 
 __all__ = ["TrainingTask", "train_rank", "run_chunk", "infer_chunk", "prepare_chunk", "verify_fingerprints",
@@ -295,7 +296,7 @@ def prepare_chunk(spec: dict[str, Any]) -> dict[str, Any]:
         store = prepare_store([item["input"] for item in spec["items"]], spec["store_dir"],
                               StoreSettings(**spec["settings"]), progress=False)
     except Exception as exc:  # noqa: BLE001 - recorded for status/retry, then raised
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = one_line(exc)
         write_status(status, {**record, "state": "failed", "error": f"{type(exc).__name__}: {message}",
                               "finished_at": time.time(), "seconds": time.time() - started})
         print(f"FAILED task {spec['chunk']}: {type(exc).__name__}: {message}", file=sys.stderr, flush=True)
@@ -321,6 +322,7 @@ def infer_chunk(spec: dict[str, Any]) -> dict[str, Any]:
 
     job_id = _job_id()
     done, failed, skipped = 0, [], 0
+    loaded = None  # the bundle's (model, info), loaded by the first input and reused by the others
     for item in spec["items"]:
         output = Path(item["output"])
         if input_state(output)["state"] == "completed":
@@ -332,9 +334,9 @@ def infer_chunk(spec: dict[str, Any]) -> dict[str, Any]:
                   "host": socket.gethostname(), "started_at": started}
         write_input_status(output, {**record, "state": "running"})
         try:
-            _reconstruct(spec, item["input"], output)
+            loaded = _reconstruct(spec, item["input"], output, loaded)
         except Exception as exc:  # noqa: BLE001 - recorded per input; the task still fails at the end
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            message = one_line(exc)
             write_input_status(output, {**record, "state": "failed", "error": f"{type(exc).__name__}: {message}",
                                         "finished_at": time.time(), "seconds": time.time() - started})
             failed.append(item["input"])
@@ -349,14 +351,15 @@ def infer_chunk(spec: dict[str, Any]) -> dict[str, Any]:
     return {"chunk": spec["chunk"], "done": done, "skipped": skipped}
 
 
-def _reconstruct(spec: dict[str, Any], input_path: str, output: Path) -> None:
+def _reconstruct(spec: dict[str, Any], input_path: str, output: Path, loaded: Any = None) -> Any:
+    """Reconstruct one input; returns the loaded bundle for the chunk's next input."""
     from ptycho.config.config import PyTorchExecutionConfig
     from ptycho.workflows.inference import run_inference
     from ptycho_torch.config_factory import create_inference_payload
 
     execution = PyTorchExecutionConfig.from_dict(spec["execution"])
     payload = create_inference_payload(spec["model_path"], input_path, output, spec["overrides"], execution)
-    run_inference(payload)
+    return run_inference(payload, loaded)["loaded"]
 
 
 def _chunk_from_spec(spec: dict[str, Any], index: Optional[int]) -> dict[str, Any]:

@@ -256,3 +256,20 @@ def test_emitted_plain_sbatch_array_runs_the_same_entry(slurm_cluster, data, deb
     report = status(run_dir)
     assert report["state"] == "COMPLETED" and [t["state"] for t in report["tasks"]] == ["completed", "completed"]
     assert (out / "scan1" / "reconstruction.npz").is_file()
+
+
+def test_an_array_task_loads_the_bundle_once_for_all_its_inputs(data, debug_run, tmp_path, monkeypatch):
+    """infer_chunk reconstructs every input of its chunk with one loaded model (the same outputs as loading anew)."""
+    from launcher.rank_entry import infer_chunk
+    from ptycho_torch.backend import TorchBackend
+
+    _, bundle_run = debug_run
+    loads = []
+    real = TorchBackend.load
+    monkeypatch.setattr(TorchBackend, "load", lambda self, path: loads.append(path) or real(self, path))
+    items = [{"input": str(scan), "output": str(tmp_path / f"out{i}")} for i, scan in enumerate(data["scans"][:2])]
+    result = infer_chunk({"chunk": 0, "items": items, "model_path": str(bundle_run / "wts.h5.zip"), "overrides": {},
+                          "execution": {"enable_progress_bar": False}})
+    assert result["done"] == 2 and len(loads) == 1
+    for item in items:
+        assert (Path(item["output"]) / "reconstruction.npz").is_file()
