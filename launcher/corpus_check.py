@@ -14,23 +14,12 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from launcher.errors import LaunchError
+from launcher.errors import LaunchError, one_line
+from ptycho.errors import PtychoInputError
 from launcher.validate import check_plain_text
 
-__all__ = ["is_corpus_request", "corpus_spec_path", "check_corpus", "check_training_corpus", "check_headers",
+__all__ = ["check_corpus", "check_training_corpus", "check_headers",
            "format_summary", "corpus_lines"]
-
-
-def is_corpus_request(train: Optional[Path | str], test: Optional[Path | str]) -> bool:
-    """Whether a training request names a corpus (then both sets go to the store, as the config factory decides)."""
-    from ptycho.corpus.spec import is_corpus
-
-    return any(spec is not None and is_corpus(spec) for spec in (train, test))
-
-
-def corpus_spec_path(spec: Path | str) -> Path:
-    """A spec as a rank on another node needs it: absolute and user-expanded, glob characters kept."""
-    return Path(os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(spec)))))
 
 
 def check_corpus(spec: Path | str, flag: str) -> tuple[list[Path], dict[str, Any]]:
@@ -47,7 +36,7 @@ def check_corpus(spec: Path | str, flag: str) -> tuple[list[Path], dict[str, Any
     except LaunchError:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable corpus is the user's input problem
-        message = _one_line(exc)
+        message = one_line(exc)
         raise LaunchError(f"{flag} {message}" if message.startswith(text) else f"{flag} {text}: {message}") from None
     return sources, summary
 
@@ -73,10 +62,12 @@ def check_training_corpus(train: Path | str, test: Optional[Path | str],
         if n_train != n_test:
             raise LaunchError(f"--test_data_file {test}: patterns are N={n_test} but the training set has "
                               f"N={n_train}; training and test scans must have the same N")
-        overlap = sorted(set(sets["train"]["sources"]) & set(sets["test"]["sources"]))
-        if overlap:
-            raise LaunchError(f"--test_data_file {overlap[0]}: in both the training and the test set; a test scan "
-                              "must be held out")
+        from ptycho.corpus.spec import check_held_out
+
+        try:
+            check_held_out(sets["train"]["sources"], sets["test"]["sources"])
+        except PtychoInputError as exc:
+            raise LaunchError(f"--test_data_file {exc}") from None
     sets["N"] = sets["train"]["summary"]["N"]
     return sets
 
@@ -88,7 +79,7 @@ def _check_splittable(train: Path | str, n_scans: int) -> None:
     try:
         split_scans(n_scans, seed=0)
     except Exception as exc:  # noqa: BLE001
-        raise LaunchError(f"--train_data_file {train}: {_one_line(exc)}") from None
+        raise LaunchError(f"--train_data_file {train}: {one_line(exc)}") from None
 
 
 def check_headers(sources: Sequence[Path | str], N: int, where: str) -> None:
@@ -99,7 +90,7 @@ def check_headers(sources: Sequence[Path | str], N: int, where: str) -> None:
     try:
         found = check_same_N(list(sources))
     except Exception as exc:  # noqa: BLE001
-        raise LaunchError(f"{where}: {_one_line(exc)}") from None
+        raise LaunchError(f"{where}: {one_line(exc)}") from None
     if found != N:
         raise LaunchError(f"{where}: {sources[0]}: patterns are N={found} but the run prepares N={N}")
 
@@ -169,8 +160,3 @@ def corpus_lines(corpus: Optional[dict[str, Any]]) -> list[str]:
         return []
     return [format_summary(label, corpus[key]["spec"], corpus[key]["summary"])
             for key, label in (("train", "training set"), ("test", "test set")) if corpus[key]]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

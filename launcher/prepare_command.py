@@ -18,13 +18,14 @@ from typing import Any, Callable, Optional, Sequence
 
 from launcher import PROG, arrays
 from launcher.array_jobs import array_groups, launch_array
-from launcher.corpus_check import check_training_corpus, corpus_lines, corpus_spec_path, is_corpus_request
+from launcher.corpus_check import check_training_corpus, corpus_lines
 from launcher.errors import LaunchError
 from launcher.plan import JobPlan, factory_overrides, plan_array, request_resources
 from launcher.rundir import TASKS, planned_run_dir
 from launcher.staging import json_safe
 from launcher.validate import check_run_dir_args, absolute_path, check_plain_text, check_writable_dir
 from ptycho.backends import DEFAULT_BACKEND, check_corpus
+from ptycho.corpus.spec import absolute_spec, is_corpus_request
 from ptycho.errors import PtychoInputError
 
 __all__ = ["cmd_prepare"]
@@ -52,11 +53,11 @@ def _prepare_request(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any],
     except PtychoInputError as exc:
         raise LaunchError(str(exc)) from None
     if test is not None:
-        overrides["test_data_file"] = str(corpus_spec_path(test))
+        overrides["test_data_file"] = str(absolute_spec(test))
     run_dir = planned_run_dir(args.run_dir or args.output_dir, "prepare")
     check_plain_text(run_dir, "--run-dir")
     check_writable_dir(run_dir.parent, "--run-dir", create=not args.dry_run)
-    payload = create_training_payload(corpus_spec_path(args.train_data_file), run_dir, overrides)
+    payload = create_training_payload(absolute_spec(args.train_data_file), run_dir, overrides)
     cfg = payload.tf_training_config
     settings = store_settings(cfg, payload.execution_config.seed)
     store_dir = check_writable_dir(absolute_path(default_store_dir(cfg)), "--store_dir", create=False)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from launcher import PROG
-from launcher.corpus_check import check_training_corpus, corpus_lines, corpus_spec_path, is_corpus_request
+from launcher.corpus_check import check_training_corpus, corpus_lines
 from launcher.errors import LaunchError
 from launcher.plan import (JobPlan, check_gpus_per_node, factory_overrides, normalise_strategy, plan_training,
                            request_resources, slurm_reachable)
@@ -24,6 +24,7 @@ from launcher.validate import (check_run_dir_args, absolute_path, check_backend,
                                check_writable_dir)
 from launcher.waiting import wait_and_report
 from ptycho.backends import DEFAULT_BACKEND, check_corpus
+from ptycho.corpus.spec import absolute_spec, is_corpus_request
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.errors import PtychoInputError
 
@@ -44,7 +45,7 @@ def check_training_data(train: Path | str, test: Optional[Path | str], backend: 
             check_corpus(backend, train)
         except PtychoInputError as exc:
             raise LaunchError(str(exc)) from None
-        return corpus_spec_path(train), corpus_spec_path(test) if test is not None else None, corpus, None
+        return absolute_spec(train), absolute_spec(test) if test is not None else None, corpus, None
     train_path, n_positions, _ = check_scan(train, "--train_data_file", probe_file)
     test_path = check_scan(test, "--test_data_file", probe_file)[0] if test is not None else None
     return train_path, test_path, None, n_positions

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from launcher.errors import LaunchError
+from launcher.errors import LaunchError, one_line
 from ptycho.config.config import GPU_ACCELERATORS
 
 __all__ = [
@@ -88,7 +88,7 @@ def check_scan(path: Path | str, flag: str, probe_file: Optional[Path | str] = N
     try:
         scan = load_scan(resolved, probe_file=probe_file)
     except Exception as exc:  # noqa: BLE001 - any unreadable scan is the user's input problem
-        raise LaunchError(f"{flag} {resolved}: invalid scan: {_one_line(exc)}") from None
+        raise LaunchError(f"{flag} {resolved}: invalid scan: {one_line(exc)}") from None
     return resolved, scan.n_positions, scan.N
 
 
@@ -102,7 +102,7 @@ def check_grouping(train_path: Path, training_config: Any) -> None:
     try:
         validate_training_grouping(load_scan(train_path, probe_file=getattr(cfg, "probe_file", None)), cfg)
     except PtychoInputError as exc:
-        raise LaunchError(f"--train_data_file {train_path}: {_one_line(exc)}") from None
+        raise LaunchError(f"--train_data_file {train_path}: {one_line(exc)}") from None
 
 
 def check_probe_file(path: Path | str) -> Path:
@@ -114,7 +114,7 @@ def check_probe_file(path: Path | str) -> Path:
     try:
         load_probe_file(resolved)
     except Exception as exc:  # noqa: BLE001
-        raise LaunchError(f"--probe_file {_one_line(exc)}") from None
+        raise LaunchError(f"--probe_file {one_line(exc)}") from None
     return resolved
 
 
@@ -126,7 +126,7 @@ def check_bundle(model_path: Path | str) -> tuple[Path, int]:
         bundle = resolve_bundle_path(model_path)
         trained = read_bundle_configs(bundle)["training_config"]
     except Exception as exc:  # noqa: BLE001
-        raise LaunchError(f"--model_path {model_path}: {_one_line(exc)}") from None
+        raise LaunchError(f"--model_path {model_path}: {one_line(exc)}") from None
     return bundle, int(trained.model.N)
 
 
@@ -183,11 +183,6 @@ def check_backend(backend: str, world: int, strategy: str) -> None:
         check_distribution(backend, world, strategy)
     except PtychoInputError as exc:
         raise LaunchError(str(exc)) from None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def check_run_dir_args(output_dir: Optional[Path], run_dir: Optional[Path]) -> None:

@@ -224,7 +224,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
 
     def body() -> int:
-        from ptycho.corpus.spec import is_corpus
+        from ptycho.corpus.spec import is_corpus_request
         from ptycho.data_contract import load_scan
         from ptycho.grouping import validate_training_grouping
         from ptycho.outputs import config_snapshot, save_reconstruction, write_config_snapshot
@@ -245,7 +245,7 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
             write_default_dataset(test_file, seed=2)
             overrides.setdefault("test_data_file", test_file)
         test_file = overrides.get("test_data_file")
-        if is_corpus(train_file) or (test_file is not None and is_corpus(test_file)):
+        if is_corpus_request(train_file, test_file):
             payload = create_training_payload(train_file, output_dir, overrides)
             cfg = payload.tf_training_config
             train, test = training_data(payload, progress=overrides.get("enable_progress_bar") is not False)

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from ptycho.config.config import (
 )
 from ptycho.backends import DEFAULT_BACKEND
 from ptycho.bundle_format import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
-from ptycho.corpus.spec import check_same_N, is_corpus, resolve_corpus
+from ptycho.corpus.spec import absolute_spec, check_same_N, is_corpus_request, resolve_corpus
 from ptycho.data_contract import ScanData, nphotons_in_metadata, read_metadata, read_probe_size
 from ptycho.grouping import check_neighbor_count
 from ptycho_torch import config_params as pt
@@ -138,11 +137,6 @@ def _existing_file(path: PathLike, what: str) -> Path:
     if not resolved.is_file():
         raise FileNotFoundError(f"{what} not found: {resolved}")
     return resolved
-
-
-def _corpus_spec(spec: PathLike) -> Path:
-    """A corpus spec as the config records it: absolute (ranks on other nodes start elsewhere), globs kept."""
-    return Path(os.path.abspath(os.path.expanduser(str(spec))))
 
 
 def _check_keys(overrides: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
@@ -261,19 +255,19 @@ def create_training_payload(
     _check_keys(overrides, TRAINING_OVERRIDE_KEYS, "create_training_payload")
     in_memory = isinstance(train_data_file, ScanData)
     test_spec = overrides.get("test_data_file")
-    corpus = not in_memory and (is_corpus(train_data_file) or (test_spec is not None and is_corpus(test_spec)))
+    corpus = not in_memory and is_corpus_request(train_data_file, test_spec)
     if in_memory:
         train_data: Union[Path, ScanData] = train_data_file
         train_path = Path(train_data_file.source)
     elif corpus:
-        train_path = _corpus_spec(train_data_file)
+        train_path = absolute_spec(train_data_file)
         sources = resolve_corpus(train_path)
         corpus_N = check_same_N([*sources, *(resolve_corpus(test_spec) if test_spec is not None else [])])
         train_data = sources[0]
     else:
         train_data = train_path = _existing_file(train_data_file, "training data file")
     if test_spec is not None:
-        overrides["test_data_file"] = (_corpus_spec(test_spec) if corpus
+        overrides["test_data_file"] = (absolute_spec(test_spec) if corpus
                                        else _existing_file(test_spec, "test data file"))
     if overrides.get("n_groups") is None and not corpus:
         raise ValueError("n_groups is required: how many groups (samples) to draw from the training scan")

@@ -79,15 +79,11 @@ def split_scans(n_scans: int, seed: int, fraction: float = VALIDATION_FRACTION) 
 
 def prepare_corpus(config: Any, seed: int, *, progress: bool = True) -> PreparedCorpus:
     """Prepare (or reuse) the store of ``config.train_data_file`` (+ ``test_data_file``) and split its scans."""
-    from ptycho.corpus.spec import resolve_corpus
+    from ptycho.corpus.spec import check_held_out, resolve_corpus
 
     train_sources = resolve_corpus(config.train_data_file)
     test_sources = resolve_corpus(config.test_data_file) if config.test_data_file else []
-    overlap = sorted(set(train_sources) & set(test_sources))
-    if overlap:
-        from ptycho.errors import PtychoInputError
-
-        raise PtychoInputError(f"{overlap[0]}: in both the training and the test set; a test scan must be held out")
+    check_held_out(train_sources, test_sources)
     store = prepare_store([*train_sources, *test_sources], default_store_dir(config), store_settings(config, seed),
                           progress=progress)
     train_ids = [store.index_of(p) for p in train_sources]

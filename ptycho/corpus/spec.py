@@ -30,7 +30,10 @@ __all__ = [
     "SCAN_EXTENSIONS",
     "check_same_N",
     "describe_corpus",
+    "absolute_spec",
+    "check_held_out",
     "is_corpus",
+    "is_corpus_request",
     "output_dirs",
     "read_manifest",
     "resolve_corpus",
@@ -74,6 +77,23 @@ def is_corpus(spec: str | os.PathLike) -> bool:
     if path.is_file():
         return _is_manifest(path)
     return _has_magic(text)
+
+
+def is_corpus_request(train: str | os.PathLike | None, test: str | os.PathLike | None = None) -> bool:
+    """Whether a training request trains from a store: its training or its test set is a corpus."""
+    return any(spec is not None and is_corpus(spec) for spec in (train, test))
+
+
+def absolute_spec(spec: str | os.PathLike) -> Path:
+    """A spec as a rank on another node needs it: absolute and user-expanded, glob characters kept."""
+    return Path(os.path.abspath(os.path.expanduser(os.fsdecode(os.fspath(spec)))))
+
+
+def check_held_out(train: Iterable[Path], test: Iterable[Path]) -> None:
+    """No test scan may also be a training scan (validation would then measure memorisation)."""
+    overlap = sorted(set(train) & set(test))
+    if overlap:
+        raise PtychoInputError(f"{overlap[0]}: in both the training and the test set; a test scan must be held out")
 
 
 def check_same_N(paths: Iterable[str | os.PathLike]) -> int:

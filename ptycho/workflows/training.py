@@ -10,15 +10,7 @@ from ptycho.corpus.prepared import PreparedCorpus
 from ptycho.data_contract import ScanData, load_scan
 from ptycho.metrics import metrics_against_truth
 
-__all__ = ["train_and_reconstruct", "training_data", "uses_corpus"]
-
-
-def uses_corpus(config: Any) -> bool:
-    """Whether a training config names a corpus (directory, glob or manifest) as its training or test set."""
-    from ptycho.corpus.spec import is_corpus
-
-    return is_corpus(config.train_data_file) or (config.test_data_file is not None
-                                                 and is_corpus(config.test_data_file))
+__all__ = ["train_and_reconstruct", "training_data"]
 
 
 def training_data(payload: Any, progress: bool = True) -> tuple[Union[ScanData, PreparedCorpus], Optional[ScanData]]:
@@ -27,8 +19,10 @@ def training_data(payload: Any, progress: bool = True) -> tuple[Union[ScanData, 
     One scan: (the scan, the test scan or None). A corpus: (the prepared corpus, its first test scan, else its
     first validation scan), preparing or reusing the store first (``ptycho.corpus.prepared``).
     """
+    from ptycho.corpus.spec import is_corpus_request
+
     cfg = payload.tf_training_config
-    if not uses_corpus(cfg):
+    if not is_corpus_request(cfg.train_data_file, cfg.test_data_file):
         test = load_scan(cfg.test_data_file, probe_file=cfg.probe_file) if cfg.test_data_file else None
         return load_scan(cfg.train_data_file, probe_file=cfg.probe_file), test
     check_corpus(cfg.backend, cfg.train_data_file)
