@@ -183,6 +183,11 @@ def forward_intensity(patches: np.ndarray, probe: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.abs(field) ** 2 / n**2, axes=(-2, -1))
 
 
+def _check_N(N: Any) -> None:  # noqa: N802 - N is the pattern size everywhere in the project
+    if N not in SUPPORTED_N:
+        raise PtychoInputError(f"N={N} is not supported; use one of {SUPPORTED_N}")
+
+
 def simulate_scan(
     *,
     N: int = 64,
@@ -200,8 +205,7 @@ def simulate_scan(
 
     Object, positions and noise use independent streams of ``seed``, so e.g. toggling noise keeps the object.
     """
-    if N not in SUPPORTED_N:
-        raise PtychoInputError(f"N={N} is not supported; use one of {SUPPORTED_N}")
+    _check_N(N)
     object_size = 4 * N if object_size is None else int(object_size)
     if object_size < N:
         raise PtychoInputError(f"object_size={object_size} must be >= N={N} so a patch fits inside the object")
@@ -359,8 +363,7 @@ def _check_corpus_arguments(
     for name, value, minimum in (("scans", scans, 1), ("seed", seed, 0), ("n_positions", n_positions, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise PtychoInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if N not in SUPPORTED_N:
-        raise PtychoInputError(f"N={N} is not supported; use one of {SUPPORTED_N}")
+    _check_N(N)
     try:
         lo, hi = (float(v) for v in nphotons_range)
     except (TypeError, ValueError):
