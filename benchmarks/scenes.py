@@ -8,15 +8,22 @@ is never seen in training. Only numpy/scipy and ``ptycho.simulate`` are needed (
 
 from __future__ import annotations
 
-from ptycho.data_contract import ScanData
+from pathlib import Path
+
+from ptycho.data_contract import ScanData, save_scan
 from ptycho.simulate import simulate_scan
 
-__all__ = ["N", "HELD_OUT_SEED", "TRAIN_SEED", "TRAIN_OBJECT_SIZE", "held_out_scan", "training_scan"]
+__all__ = ["N", "HELD_OUT_SEED", "TRAIN_SEED", "TRAIN_OBJECT_SIZE", "CORPUS_OBJECT_SIZE", "held_out_scan",
+           "training_scan", "write_training_corpus"]
 
 N = 64
 HELD_OUT_SEED = 12
 TRAIN_SEED = 11
 TRAIN_OBJECT_SIZE = 320
+#: Objects of the training corpus: 192 px, so 64 positions each (8 x 8 raster, step 16 px, jittered).
+CORPUS_OBJECT_SIZE = 192
+#: Corpus scan i uses seed CORPUS_FIRST_SEED + i; the held-out seed is far below, so it is never in a corpus.
+CORPUS_FIRST_SEED = 1000
 
 
 def held_out_scan(nphotons: float) -> ScanData:
@@ -27,3 +34,16 @@ def held_out_scan(nphotons: float) -> ScanData:
 def training_scan(nphotons: float) -> ScanData:
     """PtychoPINN's training scan: a different, larger object at the same dose."""
     return simulate_scan(N=N, nphotons=nphotons, seed=TRAIN_SEED, object_size=TRAIN_OBJECT_SIZE)
+
+
+def write_training_corpus(directory: Path, nphotons: float, scans: int) -> list[Path]:
+    """``scans`` objects of the held-out scan's family (GRF + lines, same probe, scan pattern and dose), each its
+    own file ``directory/scan_XXXX.npz``, none of them the held-out object; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(scans):
+        path = directory / f"scan_{index:04d}.npz"
+        save_scan(path, simulate_scan(N=N, nphotons=nphotons, seed=CORPUS_FIRST_SEED + index,
+                                      object_size=CORPUS_OBJECT_SIZE))
+        paths.append(path)
+    return paths

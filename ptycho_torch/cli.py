@@ -75,6 +75,8 @@ def add_execution_arguments(parser: argparse.ArgumentParser, inference: bool = F
     parser.add_argument("--inference_batch_size", type=int, default=s, help="default: chosen automatically")
     parser.add_argument("--middle_trim", type=int, default=s,
                         help="central window (pixels) of each patch kept when stitching; 0 = probe-weighted")
+    parser.add_argument("--align_phases", type=_bool, nargs="?", const=True, default=s,
+                        help="align the patches' phase offsets before stitching (default true; false to compare)")
     parser.add_argument("--refine_iterations", type=int, default=s,
                         help="after stitching, this many physics refinement steps on the scan's own data (default 0)")
     parser.add_argument("--refine_smoothing", type=float, default=s,

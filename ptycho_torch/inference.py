@@ -17,7 +17,9 @@ from tqdm.auto import tqdm
 from ptycho.config.config import GPU_ACCELERATORS, PyTorchExecutionConfig
 from ptycho.data_contract import ScanData
 from ptycho.grouping import cover_scan, group_scan
+from ptycho.phase_sync import phase_offsets
 from ptycho.reconstruction import Reconstruction, auto_batch_size
+from ptycho.stitching import probe_window
 from ptycho_torch.data import to_tensors
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.physics import amplitude_normalisation, normalize_probe, probe_support
@@ -61,6 +63,8 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     With ``execution.refine_iterations`` the stitched object is then refined against the scan's diffraction data
     (ptycho_torch.refine), and the network runs on a covering grouping instead (ptycho.grouping.cover_scan: every
     position in at least one group, up to C times fewer patterns), as refinement does the averaging of overlaps.
+    With ``execution.align_phases`` the patches' free constant phases are aligned before stitching
+    (ptycho.phase_sync).
     """
     start = time.perf_counter()
     device = _device(execution)
@@ -87,6 +91,10 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         outputs.append(model.object_patches(diffraction, offsets, probe))
     patches = torch.cat(outputs).reshape(-1, model.config.N, model.config.N)
     positions = tensors.positions.reshape(-1, 2)
+    if execution.align_phases:
+        factors = phase_offsets(patches.cpu().numpy(), positions[:, 0].numpy(), positions[:, 1].numpy(),
+                                probe_window(probe.cpu().numpy()))
+        patches = patches * torch.from_numpy(factors).to(device)[:, None, None]
     canvas = None if scan.object_guess is None else tuple(scan.object_guess.shape)
     stitched = stitch_patches(
         patches, positions[:, 0].to(device), positions[:, 1].to(device), canvas_shape=canvas,

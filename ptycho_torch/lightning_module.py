@@ -9,7 +9,7 @@ import torch
 
 from ptycho.config.config import SUPPORTED_SCHEDULERS, PyTorchExecutionConfig, TrainingConfig
 from ptycho_torch.model import PtychoPINN
-from ptycho_torch.physics import poisson_nll, weighted_mean
+from ptycho_torch.physics import illumination_window, poisson_nll, realspace_error, weighted_mean
 
 __all__ = ["PtychoPINNModule", "build_scheduler"]
 
@@ -49,7 +49,7 @@ class PtychoPINNModule(L.LightningModule):
         self.execution = execution
         self.observed_scale = float(observed_scale)
         self.supervised = training.model.model_type == "supervised"
-        self.needs_truth = self.supervised or training.realspace_weight > 0 or training.realspace_mae_weight > 0
+        self.needs_truth = training.needs_truth
         self.corpus = tables is not None
         # Plain tensors, not buffers: DDP broadcasts every buffer from rank 0 before each forward, and these tables
         # grow with the corpus (10 MB at 200 scans) while never changing. Moved to the batch's device on first use.
@@ -78,9 +78,12 @@ class PtychoPINNModule(L.LightningModule):
         if self.corpus:
             probe, model_scale, observed_scale, valid = self._per_sample(batch[2])
         obj, predicted = self.model(diffraction, offsets, probe)
-        if self.supervised:
-            return (obj - truth).abs().mean()
         cfg = self.training_config
+        if truth is not None:
+            window = illumination_window(self.model.probe if probe is None else probe)
+            error = realspace_error(obj, truth, window)
+        if self.supervised:
+            return weighted_mean(error, window)
         predicted = predicted.float()
         loss = torch.zeros((), device=diffraction.device)
         if cfg.nll_weight > 0:
@@ -89,9 +92,9 @@ class PtychoPINNModule(L.LightningModule):
             loss = loss + cfg.mae_weight * weighted_mean((predicted - diffraction).abs(), valid)
         if truth is not None:
             if cfg.realspace_mae_weight > 0:
-                loss = loss + cfg.realspace_mae_weight * (obj - truth).abs().mean()
+                loss = loss + cfg.realspace_mae_weight * weighted_mean(error, window)
             if cfg.realspace_weight > 0:
-                loss = loss + cfg.realspace_weight * (obj - truth).abs().pow(2).mean()
+                loss = loss + cfg.realspace_weight * weighted_mean(error.pow(2), window)
         return loss
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:

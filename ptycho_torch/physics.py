@@ -98,6 +98,26 @@ def poisson_nll(predicted: torch.Tensor, observed: torch.Tensor, predicted_scale
     return weighted_mean(deviance, weights)
 
 
+def illumination_window(probe: torch.Tensor) -> torch.Tensor:
+    """|P|^2 scaled to max 1 per probe ((N, N) or (B, 1, N, N)): where a patch is constrained by its data."""
+    intensity = probe.abs().float().pow(2)
+    return intensity / intensity.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+
+
+def realspace_error(obj: torch.Tensor, truth: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """|O e^{-ic} - T| per pixel, with c each patch's constant phase offset against the truth T.
+
+    The data cannot fix a patch's constant phase (|F(O e^{ic} P)| = |F(O P)|), so a loss that compares absolute
+    phases asks the network to guess it, and averaging guesses shrinks the amplitude. c is the phase of the
+    window-weighted inner product <O, T> (the least-squares optimum), held constant in the gradient; the phase
+    between patches is restored at inference by ptycho.phase_sync.
+    """
+    inner = (obj * truth.conj() * window).sum(dim=(-2, -1), keepdim=True)
+    magnitude = inner.abs()
+    rotation = torch.where(magnitude > 0, inner.conj() / magnitude.clamp_min(1e-30), torch.ones_like(inner))
+    return (obj * rotation.detach() - truth).abs()
+
+
 def weighted_mean(values: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean of ``values`` over the pixels ``weights`` keeps (all of them without weights)."""
     if weights is None:

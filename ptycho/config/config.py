@@ -240,11 +240,12 @@ class TrainingConfig(_ValidatedConfig):
     mae_weight: float = 0.0
     #: Weight of the Poisson negative log-likelihood of the measured photon counts; 0 is off. Default 1.0.
     nll_weight: float = 1.0
-    #: Weight of the mean absolute error between object patches and the ground truth (needs objectGuess or Y);
+    #: Weight of the mean absolute error between object patches and the ground truth (needs objectGuess or Y),
+    #: weighted by the probe intensity and blind to each patch's constant phase (which the data cannot fix);
     #: 0 is off. Default 0.0.
     realspace_mae_weight: float = 0.0
-    #: Weight of the mean squared error between object patches and the ground truth (needs objectGuess or Y);
-    #: 0 is off. Default 0.0.
+    #: Weight of the mean squared error between object patches and the ground truth (needs objectGuess or Y),
+    #: weighted and phase-aligned like realspace_mae_weight; 0 is off. Default 0.0.
     realspace_weight: float = 0.0
     #: Dose: mean photons per diffraction pattern, which sets the Poisson noise model's intensity scale.
     #: Default 1e9; left at that, the factory takes the value the training scan's ``_metadata`` records, if any.
@@ -338,6 +339,11 @@ class TrainingConfig(_ValidatedConfig):
             value = None
         super().__setattr__(name, value)
 
+    @property
+    def needs_truth(self) -> bool:
+        """Whether the loss compares object patches with the ground truth (supervised, or a real-space term)."""
+        return self.model.model_type == "supervised" or self.realspace_weight > 0 or self.realspace_mae_weight > 0
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.pop("n_images")
@@ -397,7 +403,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     Every field is documented by the ``#:`` comment above it (tests/test_config.py fails on an undocumented one).
     The world size (ranks) is ``n_devices * nodes``. The TensorFlow backend runs single-process and reads only
     learning_rate, scheduler, gradient_clip_val, early_stop_patience, enable_progress_bar, seed, max_minutes,
-    inference_batch_size, middle_trim and pad_eval; every other field is for the PyTorch backend.
+    inference_batch_size, middle_trim, pad_eval and align_phases; every other field is for the PyTorch backend.
     """
 
     # --- hardware and parallelism -----------------------------------------------------------------------------
@@ -484,6 +490,10 @@ class PyTorchExecutionConfig(_ValidatedConfig):
     middle_trim: int = 32
     #: Make the stitched canvas cover every patch in full rather than only the box of scan centres. Default True.
     pad_eval: bool = True
+    #: Before stitching, give the predicted patches one common phase reference (ptycho/phase_sync.py: angular
+    #: synchronisation over their overlaps). The physics loss cannot see a constant phase, so each group comes
+    #: with its own; averaging them unaligned cancels the phase where patches overlap. Default True.
+    align_phases: bool = True
     #: Gradient steps that polish the stitched object against the scan's own diffraction data after the network
     #: pass (ptycho_torch/refine.py): slower, much closer to the truth; 0 is off. Default 0.
     refine_iterations: int = 0
@@ -526,6 +536,7 @@ class PyTorchExecutionConfig(_ValidatedConfig):
         "inference_batch_size": _int_at_least(1, optional=True),
         "middle_trim": _int_at_least(0),
         "pad_eval": _is_bool,
+        "align_phases": _is_bool,
         "refine_iterations": _int_at_least(0),
         "refine_smoothing": _fraction,
         "seed": _int_at_least(0),

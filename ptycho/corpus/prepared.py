@@ -47,11 +47,10 @@ def default_store_dir(config: Any) -> Path:
 def store_settings(config: Any, seed: int) -> StoreSettings:
     """The store settings a canonical TrainingConfig implies."""
     model = config.model
-    needs_truth = model.model_type == "supervised" or config.realspace_weight > 0 or config.realspace_mae_weight > 0
     return StoreSettings(N=model.N, gridsize=model.gridsize, neighbor_count=config.neighbor_count,
                          groups_per_scan=config.n_groups, seed=seed if config.subsample_seed is None
                          else config.subsample_seed, probe_scale=model.probe_scale, probe_mask=model.probe_mask,
-                         nphotons=config.nphotons, truth=needs_truth,
+                         nphotons=config.nphotons, truth=config.needs_truth,
                          probe_file=None if config.probe_file is None else _probe_identity(config.probe_file),
                          oversampling=config.enable_oversampling, neighbor_pool_size=config.neighbor_pool_size)
 

@@ -63,6 +63,21 @@ def poisson_nll(predicted: tf.Tensor, observed: tf.Tensor, predicted_scale: tf.T
     return tf.reduce_mean(rate - counts - tf.math.xlogy(counts, rate / tf.maximum(counts, 1e-8)))
 
 
+def realspace_error(obj: tf.Tensor, truth: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    """|O e^{-ic} - T| per pixel, c each patch's constant phase offset against T (see the torch version)."""
+    inner = tf.reduce_sum(obj * tf.math.conj(truth) * tf.complex(window, 0.0), axis=(-2, -1), keepdims=True)
+    magnitude = tf.abs(inner)
+    rotation = tf.where(magnitude > 0, tf.math.conj(inner) / tf.complex(tf.maximum(magnitude, 1e-30), 0.0),
+                        tf.ones_like(inner))
+    return tf.abs(obj * tf.stop_gradient(rotation) - truth)
+
+
+def weighted_mean(values: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    """Mean of ``values`` weighted by a broadcastable ``window``."""
+    weights = tf.broadcast_to(window, tf.shape(values))
+    return tf.reduce_sum(values * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
 def _shift_axis(images: tf.Tensor, shift: tf.Tensor, axis: int) -> tf.Tensor:
     """Shift (M, H, W) images by ``shift`` (M,) pixels along axis 1 or 2, bilinear, zeros outside."""
     size = tf.shape(images)[axis]

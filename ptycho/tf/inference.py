@@ -14,7 +14,8 @@ from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import ScanData, check_pattern_size
 from ptycho.grouping import group_scan
 from ptycho.reconstruction import Reconstruction, auto_batch_size
-from ptycho.stitching import stitch_patches
+from ptycho.phase_sync import synchronise_phases
+from ptycho.stitching import probe_window, stitch_patches
 
 __all__ = ["reconstruct_scan_tf"]
 
@@ -49,6 +50,8 @@ def reconstruct_scan_tf(model: Any, scan: ScanData, execution: Optional[PyTorchE
         print(file=sys.stderr)
     patches = np.concatenate(outputs).reshape(-1, cfg.N, cfg.N)
     positions = arrays.positions.reshape(-1, 2)
+    if execution.align_phases:
+        patches = synchronise_phases(patches, positions[:, 0], positions[:, 1], probe_window(probe))
     canvas = None if scan.object_guess is None else tuple(scan.object_guess.shape)
     stitched = stitch_patches(patches, positions[:, 0], positions[:, 1], canvas_shape=canvas,
                               window="central" if execution.middle_trim > 0 else "probe",

@@ -98,7 +98,7 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
 
     from ptycho.backends import check_execution
     from ptycho.tf.bundle import register
-    from ptycho.tf.helper import poisson_nll
+    from ptycho.tf.helper import poisson_nll, realspace_error, weighted_mean
     from ptycho.tf.model import build_model
 
     execution = execution or PyTorchExecutionConfig()
@@ -120,7 +120,7 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
     else:
         train, val = _split(train, execution.seed)
     supervised = cfg.model.model_type == "supervised"
-    needs_truth = supervised or cfg.realspace_weight > 0 or cfg.realspace_mae_weight > 0
+    needs_truth = cfg.needs_truth
     if needs_truth and train.Y is None:
         raise PtychoInputError(f"{train_data.source}: model_type='supervised' and real-space losses need "
                                "objectGuess or Y in the training file")
@@ -133,10 +133,15 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
     variables = [v for v in model.trainable_variables
                  if not (supervised and v.path == model.log_intensity_scale.path)]
 
+    # Where each patch is constrained by its data: |P|^2 scaled to max 1 (weights the real-space terms).
+    window = tf.constant(np.abs(probe) ** 2 / np.max(np.abs(probe) ** 2), tf.float32)
+
     def loss_fn(diffraction: tf.Tensor, offsets: tf.Tensor, truth: Optional[tf.Tensor]) -> tf.Tensor:
         obj, predicted = model.forward(diffraction, offsets)
+        if truth is not None:
+            error = realspace_error(obj, truth, window)
         if supervised:
-            return tf.reduce_mean(tf.abs(obj - truth))
+            return weighted_mean(error, window)
         observed = tf.transpose(diffraction, [0, 3, 1, 2])
         loss = tf.constant(0.0)
         if cfg.nll_weight > 0:
@@ -145,9 +150,9 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
             loss += cfg.mae_weight * tf.reduce_mean(tf.abs(predicted - observed))
         if truth is not None:
             if cfg.realspace_mae_weight > 0:
-                loss += cfg.realspace_mae_weight * tf.reduce_mean(tf.abs(obj - truth))
+                loss += cfg.realspace_mae_weight * weighted_mean(error, window)
             if cfg.realspace_weight > 0:
-                loss += cfg.realspace_weight * tf.reduce_mean(tf.square(tf.abs(obj - truth)))
+                loss += cfg.realspace_weight * weighted_mean(tf.square(error), window)
         return loss
 
     @tf.function(reduce_retracing=True)

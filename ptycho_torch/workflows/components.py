@@ -108,17 +108,13 @@ def _in_memory_data(train_data: ScanData, test_data: Optional[ScanData], payload
         val_tensors = to_tensors(group_for_training(test_data, payload, n_val), probe, cfg.nphotons)
     else:
         train_tensors, val_tensors = _split(train_tensors, execution.seed)
-    if train_tensors.Y is None and _needs_truth(cfg):
+    if train_tensors.Y is None and cfg.needs_truth:
         raise ValueError(f"{train_data.source}: model_type='supervised' and real-space losses need objectGuess "
                          "or Y in the training file")
     model = PtychoPINN(cfg.model, probe, train_tensors.intensity_scale, mask,
                        probe_trainable=cfg.probe_trainable, intensity_scale_trainable=cfg.intensity_scale_trainable)
     module = PtychoPINNModule(model, cfg, execution, observed_scale=train_tensors.intensity_scale)
     return model, module, PtychoDataModule(train_tensors, val_tensors, cfg.batch_size, execution, execution.seed)
-
-
-def _needs_truth(cfg: Any) -> bool:
-    return cfg.model.model_type == "supervised" or cfg.realspace_weight > 0 or cfg.realspace_mae_weight > 0
 
 
 def _corpus_data(corpus: PreparedCorpus, payload: TrainingPayload,
@@ -132,7 +128,7 @@ def _corpus_data(corpus: PreparedCorpus, payload: TrainingPayload,
     if cfg.probe_trainable:
         raise ValueError("probe_trainable is not supported when training on a corpus (each scan keeps its own "
                          "probe); train on one scan to refine its probe")
-    truth = _needs_truth(cfg)
+    truth = cfg.needs_truth
     store = corpus.store
     train = StoreDataset(store, corpus.train_ids, truth=truth)
     val = StoreDataset(store, corpus.val_ids, truth=truth)
