@@ -190,3 +190,13 @@ class PtychoPINN(nn.Module):
         predicted = far_field_amplitude(obj * probe)
         return obj, predicted
 
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module attribute hook (PEP 562)
+    """``PtychoPINN_Lightning``, the upstream API's name for our Lightning module, imported on first use (by name,
+    through importlib, because ``ptycho_torch.ptychodus_lightning`` itself builds on this module)."""
+    if name == "PtychoPINN_Lightning":
+        import importlib
+
+        return importlib.import_module("ptycho_torch.ptychodus_lightning").PtychoPINN_Lightning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

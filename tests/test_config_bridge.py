@@ -264,3 +264,19 @@ def test_to_inference_config_path_overrides_become_paths(tmp_path):
 def test_to_inference_config_rejects_unknown_mode():
     with pytest.raises(ValueError, match="mode"):
         to_inference_config(pt.DataConfig(), pt.ModelConfig(mode="Bogus"), pt.InferenceConfig())
+
+
+# --- the upstream API (Ptychodus' PtychoPINN-Torch): api_run_settings / api_configs_from_canonical ------------------
+
+
+def test_api_configs_from_a_canonical_bundle_config_describe_the_same_model():
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho_torch.config_bridge import api_configs_from_canonical, api_run_settings
+
+    trained = TrainingConfig(model=ModelConfig(N=128, gridsize=2, n_filters_scale=1, amp_activation="swish"),
+                             neighbor_count=6, nll_weight=0.0, mae_weight=1.0)
+    configs = api_configs_from_canonical(trained, PyTorchExecutionConfig(middle_trim=0))
+    settings = api_run_settings(*configs)
+    assert settings.model_config() == trained.model
+    assert settings.overrides["neighbor_count"] == 6 and settings.overrides["mae_weight"] == 1.0
+    assert configs[3].patch_weighting == "probe" and settings.notices == ()

@@ -5,6 +5,8 @@ ptychodus 1.7.0, this checkout's ``ptycho`` and TensorFlow; otherwise it is (re)
 ``pip install -c constraints.txt ptychodus==1.7.0 -e '.[tf]'`` (torch comes from the constraint pin, the local
 CPU wheel). ``tests/ptychodus_driver.py`` runs Ptychodus' workflow API; then the batch CLI ``ptychodus -b
 reconstruct`` reconstructs the same scan from a folder holding diffraction.h5, product.h5, model.zip, settings.ini.
+The ``torch`` tests do the same with the PyTorch route (``ptychopinn-torch_*``, ``tests/ptychodus_torch_driver.py``,
+a ``model.ckpt`` in the batch folder) and train the supervised reconstructor too.
 """
 
 from __future__ import annotations
@@ -107,3 +109,60 @@ def test_batch_cli_reconstruct(driven, ptychodus_python):
     got = evaluate_reconstruction(obj.astype(np.complex64), truth, xcoords=xc, ycoords=yc, N=64)
     flat = evaluate_reconstruction(np.ones_like(truth), truth, xcoords=xc, ycoords=yc, N=64)
     assert got["amplitude"]["psnr"] > flat["amplitude"]["psnr"] + 0.5
+
+
+# --- the PyTorch route: Ptychodus' PtychoPINN-Torch reconstructors (ptycho_torch.api) --------------------------------
+
+
+@pytest.fixture(scope="session")
+def driven_torch(ptychodus_python, tmp_path_factory) -> tuple[dict, Path]:
+    work = tmp_path_factory.mktemp("ptychodus_torch")
+    run = subprocess.run([str(ptychodus_python), str(REPO / "tests" / "ptychodus_torch_driver.py"), str(work)],
+                         capture_output=True, text=True, timeout=1200, cwd=work, env=ENV)
+    assert run.returncode == 0, f"torch driver failed:\n{run.stdout[-4000:]}\n{run.stderr[-6000:]}"
+    return json.loads((work / "result.json").read_text()), work
+
+
+def test_torch_reconstructors_are_registered(driven_torch):
+    result, _ = driven_torch
+    assert {"ptychopinn-torch_unsupervised", "ptychopinn-torch_supervised"} <= set(result["reconstructors"])
+
+
+def test_torch_train_load_reconstruct_headless(driven_torch):
+    result, _ = driven_torch
+    curves = result["unsupervised_training"]
+    assert curves and len(curves["training_loss"]) == curves["progress"] > 0  # every epoch's loss reached Ptychodus
+    assert curves["validation_loss"] and all(np.isfinite(curves["training_loss"] + curves["validation_loss"]))
+    assert result["checkpoints"] and result["bundle_written"]  # .ckpt for Ptychodus, wts.h5.zip for ptycho-infer
+    obj = result["object"]
+    assert obj["complex"] and obj["finite"]
+    assert obj["shape"] == result["input_object"]["shape"]  # on the object grid Ptychodus made for this scan
+    recon, flat = result["quality"]["reconstruction"], result["quality"]["initial_guess"]
+    assert recon["amplitude_psnr"] > flat["amplitude_psnr"] + 0.5, result["quality"]
+    assert recon["phase_psnr"] > flat["phase_psnr"], result["quality"]
+    assert recon["amplitude_ssim"] > flat["amplitude_ssim"], result["quality"]
+
+
+def test_torch_supervised_trains_on_the_object_guess(driven_torch):
+    result, _ = driven_torch
+    curves = result["supervised_training"]
+    assert curves and curves["training_loss"] and all(np.isfinite(curves["training_loss"]))
+    assert result["supervised_checkpoints"] >= 1
+
+
+def test_torch_batch_cli_reconstruct(driven_torch, ptychodus_python):
+    import h5py
+
+    _, work = driven_torch
+    out = work / "batch_out"
+    run = subprocess.run([str(ptychodus_python.parent / "ptychodus"), "-b", "reconstruct", "-i", str(work / "batch"),
+                          "-o", str(out)], capture_output=True, text=True, timeout=900, cwd=work, env=ENV)
+    assert run.returncode == 0, f"ptychodus -b reconstruct failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
+    written = sorted(out.glob("product*.h5"))
+    assert written, f"no product file in {out}: {sorted(p.name for p in out.iterdir())}\n{run.stderr[-3000:]}"
+    with h5py.File(written[-1], "r") as h5:
+        obj = np.squeeze(h5["object"][()])
+    with h5py.File(work / "batch" / "product.h5", "r") as h5:
+        expected = np.squeeze(h5["object"][()]).shape
+    assert np.iscomplexobj(obj) and np.isfinite(obj).all() and obj.shape == expected
+    assert np.abs(obj).max() > 0
