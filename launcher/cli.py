@@ -19,6 +19,8 @@ from launcher import PROG
 from launcher.errors import LaunchError
 from launcher.infer_command import cmd_infer
 from launcher.prepare_command import cmd_prepare
+from launcher.sweep_command import cmd_sweep
+from launcher.sweep_table import METRICS
 from launcher.train_command import cmd_train
 from launcher.watch import cmd_cancel, cmd_logs, cmd_retry, cmd_status
 from ptycho_torch.cli import USER_ERRORS, add_data_arguments, add_execution_arguments, add_training_arguments
@@ -76,6 +78,30 @@ def _add_cluster_arguments(parser: argparse.ArgumentParser, array: bool, unit: s
                        help="seconds a rank waits for the others in any collective before failing")
 
 
+def _train_or_sweep(args: argparse.Namespace, argv: Sequence[str]):
+    """``train`` with ``--sweep`` runs every point of the sweep; without, one training run."""
+    if args.sweep or args.sweep_random is not None:
+        return cmd_sweep(args, argv)
+    return cmd_train(args, argv)
+
+
+def _add_workflow_arguments(train: argparse.ArgumentParser) -> None:
+    g = train.add_argument_group("sweeps and chains")
+    g.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="train every value of a ptycho-train flag (repeatable: the grid is the product), each point "
+                        "in its own run directory under --run-dir")
+    g.add_argument("--sweep-random", type=_positive_int, metavar="N", help="draw N points of the grid instead")
+    g.add_argument("--sweep-seed", type=int, default=0, help="seed of --sweep-random (same seed, same points)")
+    g.add_argument("--then-infer", type=Path, nargs="+", metavar="SCAN",
+                   help="reconstruct these scans with the bundle once training (a sweep: its best point) succeeds")
+    g.add_argument("--infer-output", type=Path, metavar="DIR", help="outputs of --then-infer: DIR/<scan stem>/")
+    g.add_argument("--infer-chunk-size", type=_positive_int, default=1, help="--then-infer scans per array task")
+    g.add_argument("--select", choices=tuple(METRICS), default="val_loss",
+                   help="the sweep point --then-infer uses: lowest loss or highest SSIM (default val_loss)")
+    g.add_argument("--array-parallelism", type=_positive_int,
+                   help="sweep points / chained inference tasks running at once (default 4)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Launch PtychoPINN training, corpus preparation and batch inference: "
                                             "debug, local or Slurm.")
@@ -83,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (DDP/FSDP over --nodes x --devices ranks)")
     add_training_arguments(train, train_data_help=TRAIN_DATA_HELP)
-    train.set_defaults(output_dir=None, func=cmd_train)
+    train.set_defaults(output_dir=None, func=_train_or_sweep)
     _add_cluster_arguments(train, array=False)
+    _add_workflow_arguments(train)
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue a failed, cancelled or requeue-exhausted run in its own directory from its "
                             "newest checkpoint (only --wait may accompany it)")
@@ -95,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_arguments(prepare, array=True, unit="scans")
 
     infer = sub.add_parser("infer", help="reconstruct many scans as a job array")
-    infer.add_argument("--model_path", type=Path, required=True, help="wts.h5.zip or a folder holding it")
+    infer.add_argument("--model_path", type=Path, help="wts.h5.zip or a folder holding it")
+    infer.add_argument("--after", type=Path, metavar="RUN_DIR",
+                       help="use the bundle a training run (or a sweep's best point) writes; on Slurm the array "
+                            "waits for that job's success (--dependency=afterok)")
     infer.add_argument("--test_data_file", type=Path, nargs="+", help="input scans")
     infer.add_argument("--input-list", type=Path, help="file listing input scans, one per line")
     infer.add_argument("--output_dir", type=Path, required=True, help="outputs go to OUTPUT_DIR/<input stem>/")
@@ -112,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "status":
             p.add_argument("--json", action="store_true", help="machine-readable report")
+            p.add_argument("--watch", action="store_true",
+                           help="print the report again as it changes until every job ended (bounded poll rate)")
         if name == "retry":
             p.add_argument("--wait", action="store_true", help="Slurm: block until the jobs end")
     logs = sub.add_parser("logs", help="print (or --follow) a rank's or an array task's log")

@@ -1,7 +1,8 @@
 """Per-rank and per-task log files of a run, and following them while the job runs.
 
-submitit names them ``submitit/<job>_<rank>_log.{out,err}`` (arrays: ``<array>_<index>_0_log.*``); local
-arrays (inference, preparation) write ``logs/task-<chunk>.log``.
+submitit names them ``submitit/<job>_<rank>_log.{out,err}`` (arrays: ``<array>_<index>_0_log.*``); a sweep point
+run as an array task logs into the sweep's ``submitit/`` (its submission records that ``log_dir``); local arrays
+(inference, preparation) write ``logs/task-<chunk>.log``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
 
 from launcher.errors import LaunchError
+from launcher.polling import PollLimiter
 from launcher.rundir import LOCAL_LOGS, SUBMITIT, load_run
 
 __all__ = ["log_files", "print_logs", "follow_logs", "failed_rank"]
@@ -45,6 +47,7 @@ def log_files(run_dir: Path, rank: Optional[int] = None, task: Optional[int] = N
         if not subs:
             raise LaunchError(f"{run_dir}: no job recorded yet")
         stem = f"{subs[-1]['job_id']}_{rank or 0}_log"
+        folder = Path(subs[-1].get("log_dir", folder))
         return [folder / f"{stem}.out", folder / f"{stem}.err"]
     if rank is not None:
         raise LaunchError("--rank is for training runs; use --task for job arrays (infer, prepare)")
@@ -69,9 +72,11 @@ def print_logs(files: list[Path], out: TextIO = sys.stdout) -> None:
 
 
 def follow_logs(files: list[Path], still_running: Callable[[], bool], out: TextIO = sys.stdout,
-                poll_s: float = 1.0) -> None:
-    """Print new lines as they appear until ``still_running()`` is false, then the rest."""
+                poll_s: float = 1.0, limiter: Optional[PollLimiter] = None) -> None:
+    """Print new lines as they appear (files read every ``poll_s``) until ``still_running()`` is false, then the
+    rest; ``still_running`` asks the scheduler, so it is called only as often as ``limiter`` allows."""
     offsets = {path: 0 for path in files}
+    limiter = limiter or PollLimiter()
 
     def drain() -> None:
         for path in files:
@@ -85,19 +90,22 @@ def follow_logs(files: list[Path], still_running: Callable[[], bool], out: TextI
                 out.write(text if len(files) == 1 else "".join(f"{path.name}: {line}\n" for line in text.splitlines()))
                 out.flush()
 
-    while still_running():
+    while True:
+        if limiter.due() and not still_running():
+            break
         drain()
         time.sleep(poll_s)
     drain()
 
 
-def failed_rank(run_dir: Path, job_id: str) -> Optional[dict[str, Any]]:
+def failed_rank(run_dir: Path, job_id: str, folder: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """The rank that brought a training job down, from srun's report in the batch log (rank zero's stderr).
 
     With --kill-on-bad-exit srun names the task that died first (Killed, Exited with exit code N), then terminates
     the others; a requeued job appends to the same file, so the last such report is the one that counts.
+    ``folder``: the job's submitit log folder when it is not ``RUN_DIR/submitit`` (a sweep point's array task).
     """
-    folder = Path(run_dir) / SUBMITIT
+    folder = Path(folder) if folder is not None else Path(run_dir) / SUBMITIT
     batch = folder / f"{job_id}_0_log.err"
     if not batch.is_file():
         return None

@@ -39,7 +39,8 @@ PATH_OVERRIDES = ("store_dir", "probe_file")
 LAUNCH_KEYS = ("command", "func", "cluster", "profile", "partition", "account", "qos", "time", "mem",
                "cpus_per_task", "constraint", "exclusive", "signal_delay", "max_requeues", "setup", "run_dir",
                "dry_run", "emit_sbatch", "hold", "wait", "dist_timeout", "array_parallelism", "chunk_size",
-               "input_list", "resume")
+               "input_list", "resume", "after", "sweep", "sweep_random", "sweep_seed", "then_infer", "infer_output",
+               "infer_chunk_size", "select", "watch", "upstream")
 
 
 @dataclass

@@ -121,6 +121,42 @@ def _first_step_callback(rank: int) -> Any:
     return FirstStep()
 
 
+def _progress_recorder(run_dir: Path) -> Any:
+    from lightning.pytorch.callbacks import Callback
+
+    from launcher.sweep_table import PROGRESS
+
+    class RecordProgress(Callback):
+        """Global rank zero writes ``progress.json`` (epochs done, latest and best losses) after every epoch, so
+        ``status`` shows a running sweep point's epoch and best validation loss without asking the job."""
+
+        def __init__(self) -> None:
+            self.best: dict[str, float] = {}
+
+        def on_train_epoch_end(self, trainer: Any, module: Any) -> None:
+            if not trainer.is_global_zero:
+                return
+            latest = {}
+            for key in ("train_loss", "val_loss"):
+                value = trainer.callback_metrics.get(key)
+                if value is not None:
+                    latest[key] = float(value)
+                    self.best[key] = min(self.best.get(key, latest[key]), latest[key])
+            write_json(run_dir / PROGRESS, {
+                "epoch": trainer.current_epoch + 1, "global_step": trainer.global_step, **latest,
+                "best_val_loss": self.best.get("val_loss"), "best_train_loss": self.best.get("train_loss"),
+                "at": now()})
+
+    return RecordProgress()
+
+
+def _quality(metrics: Optional[dict[str, Any]]) -> Optional[dict[str, float]]:
+    """SSIM of amplitude and phase against the validation scan's truth (None without one)."""
+    if not metrics:
+        return None
+    return {"amp_ssim": float(metrics["amplitude"]["ssim"]), "phase_ssim": float(metrics["phase"]["ssim"])}
+
+
 def _keep_submitit_sigterm() -> Any:
     from lightning.pytorch.callbacks import Callback
 
@@ -197,11 +233,14 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
 
     first_step = _first_step_callback(rank)
     resume = _newest_checkpoint(run_dir)
-    callbacks = [first_step] if spec["cluster"] == "debug" else [first_step, _keep_submitit_sigterm()]
+    callbacks = [first_step, _progress_recorder(run_dir)]
+    if spec["cluster"] != "debug":
+        callbacks.append(_keep_submitit_sigterm())
     if resume or _restart_count():
         callbacks.append(_resume_recorder(run_dir, resume))
     hooks = TrainingHooks(plugins=plugins, callbacks=callbacks, ckpt_path=str(resume) if resume else None)
-    results = train_and_reconstruct(payload, train, test, hooks, do_stitching=False)
+    # a sweep point (spec "score") also reconstructs its validation scan, for the SSIM against its truth
+    results = train_and_reconstruct(payload, train, test, hooks, do_stitching=bool(spec.get("score")))
     trainer = results.get("trainer")  # a Lightning trainer for backends that have one
     summary = {
         "bundle": str(results["bundle_path"]) if results["bundle_path"] else None,
@@ -220,6 +259,7 @@ def train_rank(spec: dict[str, Any]) -> dict[str, Any]:
         "resumed_from_step": _resumed_step(trainer),
         "global_step": trainer.global_step if trainer is not None else None,
         "epochs": trainer.current_epoch if trainer is not None else results.get("epochs_run"),
+        "quality": _quality(results.get("metrics")),
     }
     if results["is_global_zero"]:
         write_json(run_dir / SUMMARY, summary)

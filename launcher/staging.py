@@ -83,4 +83,5 @@ def saved_run(run_dir: Path) -> tuple[JobPlan, dict[str, Any]]:
     spec = read_json(run_dir / SPEC)
     plan = JobPlan.from_dict(read_json(run_dir / CONFIG)["plan"])
     plan.slurm.pop("additional_parameters", None)  # a resubmission is never submitted held
+    plan.slurm.pop("dependency", None)  # nor waits for the jobs the first submission waited for
     return plan, spec

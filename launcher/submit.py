@@ -11,6 +11,7 @@ would be submitted.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -23,8 +24,8 @@ from launcher.errors import LaunchError
 from launcher.plan import JobPlan
 from launcher.rundir import LOCAL_LOGS, SUBMITIT
 
-__all__ = ["partition_node_count", "max_array_size", "render_sbatch", "submit_training",
-           "submit_array", "run_local_array", "slurm_command"]
+__all__ = ["partition_node_count", "max_array_size", "render_sbatch", "submit_training", "submit_map",
+           "submit_array", "submit_function", "run_local_array", "slurm_command", "set_dependency"]
 
 
 def slurm_command(args: Sequence[str], timeout: float = 30.0) -> str:
@@ -41,6 +42,7 @@ def slurm_command(args: Sequence[str], timeout: float = 30.0) -> str:
     return res.stdout
 
 
+@functools.lru_cache(maxsize=None)  # a sweep validates every point against the same partition: ask sinfo once
 def partition_node_count(partition: Optional[str]) -> int:
     """Nodes in the requested (or default) partition, from ``sinfo``."""
     out = slurm_command(["sinfo", "-h", "-o", "%P %D"])
@@ -96,6 +98,19 @@ def _keep_script(job: Any, run_dir: Path) -> None:
         shutil.copyfile(script, run_dir / f"job-{str(job.job_id).split('_')[0]}.sbatch")
 
 
+def submit_function(plan: JobPlan, function: Any, argument: Any, run_dir: Path) -> str:
+    """Queue one small Slurm job running ``function(argument)`` (the sweep's best-point selector); its job id."""
+    import submitit
+
+    executor = _slurm_executor(plan, run_dir)
+    try:
+        job = executor.submit(function, argument)
+    except (subprocess.CalledProcessError, submitit.core.utils.FailedSubmissionError) as exc:
+        raise LaunchError(f"submission failed: {_submission_error(exc)}") from None
+    _keep_script(job, run_dir)
+    return str(job.job_id)
+
+
 def submit_training(plan: JobPlan, spec: dict[str, Any], run_dir: Path) -> Any:
     """Queue (Slurm) or start (local) the training job; returns the submitit job."""
     import submitit
@@ -116,23 +131,40 @@ def submit_training(plan: JobPlan, spec: dict[str, Any], run_dir: Path) -> Any:
     return job
 
 
-def submit_array(plan: JobPlan, chunk_specs: Sequence[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
-    """One Slurm job array over ``chunk_specs`` (array index i handles chunk_specs[i]); returns the submission
-    record for run.json: the job id, the chunk of each task and each task's own job id."""
-    import submitit
+def set_dependency(plan: JobPlan, condition: str, job_ids: Sequence[str]) -> Optional[str]:
+    """Make the plan's jobs wait for ``job_ids`` (``afterok``: their success; ``afterany``: their end). Slurm
+    cancels a job whose dependency can never be satisfied (``--kill-on-invalid-dep=yes``) instead of leaving it
+    pending forever. Returns the dependency string (None without job ids)."""
+    if not job_ids:
+        return None
+    dependency = f"{condition}:{':'.join(job_ids)}"
+    plan.slurm["dependency"] = dependency
+    plan.slurm.setdefault("additional_parameters", {})["kill-on-invalid-dep"] = "yes"
+    return dependency
 
-    from launcher.rank_entry import run_chunk
+
+def submit_map(plan: JobPlan, specs: Sequence[dict[str, Any]], run_dir: Path, entry: Any) -> list[str]:
+    """One Slurm job array running ``entry(specs[i])`` as task i; returns each task's job id (a single task is a
+    plain job "123", several are "123_0", "123_1", ...), logs in ``run_dir/submitit``."""
+    import submitit
 
     executor = _slurm_executor(plan, run_dir)
     try:
-        jobs = executor.map_array(run_chunk, list(chunk_specs))
+        jobs = executor.map_array(entry, list(specs))
     except (subprocess.CalledProcessError, submitit.core.utils.FailedSubmissionError) as exc:
         raise LaunchError(f"submission failed: {_submission_error(exc)}") from None
-    array_id = str(jobs[0].job_id).split("_")[0]
     _keep_script(jobs[0], run_dir)
-    # submitit submits a single task as a plain job ("123"), several as an array ("123_0", "123_1", ...)
-    return {"job_id": array_id, "tasks": [spec["chunk"] for spec in chunk_specs],
-            "task_job_ids": [str(job.job_id) for job in jobs]}
+    return [str(job.job_id) for job in jobs]
+
+
+def submit_array(plan: JobPlan, chunk_specs: Sequence[dict[str, Any]], run_dir: Path) -> dict[str, Any]:
+    """One Slurm job array over ``chunk_specs`` (array index i handles chunk_specs[i]); returns the submission
+    record for run.json: the job id, the chunk of each task and each task's own job id."""
+    from launcher.rank_entry import run_chunk
+
+    task_ids = submit_map(plan, chunk_specs, run_dir, run_chunk)
+    return {"job_id": task_ids[0].split("_")[0], "tasks": [spec["chunk"] for spec in chunk_specs],
+            "task_job_ids": task_ids}
 
 
 def _submission_error(exc: BaseException) -> str:

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from launcher import PROG
+from launcher.array_jobs import launch_array
+from launcher.chain import INFER_DIR, run_in_order, start_after, upstream_of_training
 from launcher.corpus_check import check_training_corpus, corpus_lines
 from launcher.errors import LaunchError
+from launcher.infer_command import check_chain_flags, prepare_chained
 from launcher.plan import (JobPlan, check_gpus_per_node, factory_overrides, normalise_strategy, plan_training,
                            request_resources, slurm_reachable)
 from launcher.rundir import load_run, now, planned_run_dir, update_run
@@ -28,7 +31,7 @@ from ptycho.corpus.spec import absolute_spec, is_corpus_request
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.errors import PtychoInputError
 
-__all__ = ["cmd_train", "resume_training", "check_training_data"]
+__all__ = ["cmd_train", "resume_training", "check_training_data", "prepare_train", "execute_train"]
 
 
 def check_training_data(train: Path | str, test: Optional[Path | str], backend: str,
@@ -51,7 +54,7 @@ def check_training_data(train: Path | str, test: Optional[Path | str], backend: 
     return train_path, test_path, None, n_positions
 
 
-def _prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], dict[str, Any], list[str]]:
+def prepare_train(args: argparse.Namespace) -> tuple[JobPlan, dict[str, Any], dict[str, Any], list[str]]:
     """Validate everything and build the plan, the spec every rank receives, the config.json record and (for a
     corpus) the summary lines a dry run prints."""
     from ptycho_torch.config_factory import create_training_payload, payload_fingerprint
@@ -112,20 +115,44 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
         if extra:
             raise LaunchError(f"--resume continues the run with its own configuration; drop {' '.join(extra)}")
         return resume_training(absolute_path(args.resume), args.wait)
-    plan, spec, config, summary = _prepare_train(args)
+    check_chain_flags(args)
+    plan, spec, config, summary = prepare_train(args)
     run_dir = Path(spec["run_dir"])
+    chain = None
+    if args.then_infer:
+        upstream = upstream_of_training(run_dir, config, plan.cluster)
+        chain = (upstream, prepare_chained(args, upstream, run_dir / INFER_DIR))
     print_notices(plan)
     if args.dry_run:
         from launcher.submit import render_sbatch
 
         scripts = [render_sbatch(plan, run_dir)] if plan.cluster == "slurm" else []
         print_dry_run(scripts, plan, run_dir, spec, summary)
+        if chain:
+            print("# ---- then: inference array (waits for the training job's success) ----")
+            launch_array(*chain[1][:1], argv, *chain[1][1:])
         return lambda: 0
     start_run(run_dir, "train", plan.cluster, argv, config, spec)
     print(f"run directory: {run_dir}")
     if args.emit_sbatch:
         return lambda: emit_sbatch(plan, run_dir)
-    return lambda: _execute_train(plan, spec, run_dir, args.wait)
+    if chain is None:
+        return lambda: execute_train(plan, spec, run_dir, args.wait)
+    upstream, (infer_args, infer_plan, infer_spec, infer_config, groups) = chain
+    infer_step = launch_array(infer_args, argv, infer_plan, infer_spec, infer_config, groups)
+    infer_dir = Path(infer_spec["run_dir"])
+
+    def train_then_infer() -> int:
+        if plan.cluster != "slurm":
+            start_after(upstream, infer_plan, infer_dir, [])
+            return run_in_order(lambda: execute_train(plan, spec, run_dir, False), infer_step, infer_dir, upstream)
+        execute_train(plan, spec, run_dir, False)
+        job = load_run(run_dir)["submissions"][-1]["job_id"]
+        print(f"then: inference array {infer_dir} waits for job {job} "
+              f"({start_after(upstream, infer_plan, infer_dir, [job])})")
+        return infer_step()
+
+    return train_then_infer
 
 
 def resume_training(run_dir: Path, wait: bool) -> Callable[[], int]:
@@ -148,10 +175,10 @@ def resume_training(run_dir: Path, wait: bool) -> Callable[[], int]:
     found = sorted((run_dir / "checkpoints").glob("*.ckpt"))
     print(f"resuming {run_dir} from its newest checkpoint" if found
           else f"no checkpoint in {run_dir} yet: training restarts from step 0")
-    return lambda: _execute_train(plan, spec, run_dir, wait, kind="resume")
+    return lambda: execute_train(plan, spec, run_dir, wait, kind="resume")
 
 
-def _execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: bool, kind: str = "initial") -> int:
+def execute_train(plan: JobPlan, spec: dict[str, Any], run_dir: Path, wait: bool, kind: str = "initial") -> int:
     """Debug: train in this process (tracebacks and pdb work); local: block until the processes end; Slurm: return
     after queueing unless ``--wait``."""
     if plan.cluster == "debug":

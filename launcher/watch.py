@@ -1,7 +1,8 @@
-"""``ptycho-launch status | logs | cancel | retry`` and the polling behind ``--wait`` and ``logs --follow``.
+"""``ptycho-launch status [--watch] | logs [--follow] | cancel | retry``.
 
 The state of a run always comes from ``launcher.status.run_status`` (scheduler joined with the files the ranks and
-tasks wrote), so every command here reads the same thing ``status`` prints.
+tasks wrote), so every command here reads the same thing ``status`` prints; following a run polls at the bounded
+rate of ``launcher.polling``. A sweep directory retries its failed points (``launcher.sweep_command``).
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from launcher.array_jobs import array_groups, check_chunk_inputs, execute_chunks
 from launcher.rundir import load_run
 from launcher.staging import saved_run
 from launcher.validate import absolute_path
-from launcher.waiting import job_states
+from launcher.waiting import follow_run, job_states
 
 __all__ = ["cmd_status", "cmd_logs", "cmd_cancel", "cmd_retry"]
+
 
 def cmd_status(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
     from launcher.status import format_status, run_status
 
-    report = run_status(args.run_dir)
-    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_status(report))
+    def show(report: dict) -> None:
+        print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_status(report), flush=True)
+
+    if args.watch:
+        load_run(absolute_path(args.run_dir))  # not a run directory: exit 2 now, not inside the loop
+        return lambda: (follow_run(args.run_dir, show), 0)[1]
+    show(run_status(args.run_dir))
     return lambda: 0
 
 
@@ -51,8 +58,8 @@ def cmd_cancel(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], in
 
 
 def cmd_retry(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
-    """A training run resumes from its newest checkpoint; an array (inference, preparation) resubmits only chunks
-    that did not complete, once their inputs read again."""
+    """A training run resumes from its newest checkpoint; a sweep reruns its failed points; an array (inference,
+    preparation) resubmits only chunks that did not complete, once their inputs read again."""
     from launcher.status import run_status
     from launcher.train_command import resume_training
 
@@ -60,6 +67,10 @@ def cmd_retry(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
     run = load_run(run_dir)
     if run["kind"] == "train":
         return resume_training(run_dir, args.wait)
+    if run["kind"] == "sweep":
+        from launcher.sweep_command import retry_sweep
+
+        return retry_sweep(run_dir, args.wait)
     plan, spec = saved_run(run_dir)
     report = run_status(run_dir)
     todo = arrays.chunks_to_retry(report["tasks"])

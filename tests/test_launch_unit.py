@@ -21,7 +21,6 @@ from launcher.plan import SRUN_ARGS, Resources, normalise_strategy, plan_array, 
 from launcher.profiles import known_profiles, load_profile
 from launcher.rank_entry import PayloadMismatchError, verify_fingerprints
 from launcher.rundir import claim_run_dir, update_run
-from launcher.status import _expand
 from launcher.validate import check_world, check_writable_dir, parse_time_minutes
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho_torch.trainer_args import trainer_arguments
@@ -170,12 +169,6 @@ def test_manifest_aggregates_input_status_and_scheduler_state(tmp_path):
     assert arrays.chunks_to_retry([r for r in rows if r["task"] != 4]) == [1, 2, 3]
 
 
-def test_sacct_array_notation_expands():
-    assert _expand("12_[0-2,5%2]") == ["12_0", "12_1", "12_2", "12_5"]
-    assert _expand("12_3") == ["12_3"] and _expand("12") == ["12"]
-
-
-# ------------------------------------------------------------------------------------------------- ranks
 def test_fingerprint_mismatch_names_both_hashes():
     assert verify_fingerprints([(1, "a" * 64), (0, "a" * 64)]) == "a" * 64
     with pytest.raises(PayloadMismatchError) as info:

@@ -1,0 +1,124 @@
+"""Train -> infer chains and status without accounting, on the real Slurm CI cluster.
+
+A chain whose training succeeds reconstructs with the bundle that training wrote; one whose training fails never
+runs its array and ``status`` says why; with slurmdbd stopped (``sacct`` refused) ``status`` still follows an
+array through squeue, the controller and the run directory. Tiny runs (N=64, 8 groups, 1 epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import poll, write_scan_pair
+
+LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
+TINY = ("--n_groups", "8", "--nepochs", "1", "--batch_size", "4", "--time", "10")
+CI_RUN = Path("/run/slurm-ci")  # where .ci/slurm-cluster.sh records the daemons it started
+
+
+def launch(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([LAUNCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    if check:
+        assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def status(run_dir: Path) -> dict:
+    return json.loads(launch("status", str(run_dir), "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    return write_scan_pair(tmp_path_factory.mktemp("chain_data"), 16, 9, seeds=(7, 8))
+
+
+@pytest.mark.slurm
+def test_chain_reconstructs_with_the_bundle_training_wrote(slurm_cluster, scans, tmp_path):
+    run_dir, out = tmp_path / "train", tmp_path / "out"
+    res = launch("train", "--cluster", "slurm", "--train_data_file", str(scans["train"]), *TINY,
+                 "--run-dir", str(run_dir), "--then-infer", str(scans["test"]), "--infer-output", str(out), "--wait")
+    job = json.loads((run_dir / "run.json").read_text())["submissions"][0]["job_id"]
+    assert f"waits for job {job} (afterok:{job})" in res.stdout and "COMPLETED" in res.stdout
+    infer_run = json.loads((run_dir / "infer" / "run.json").read_text())
+    array = infer_run["submissions"][0]["job_id"]
+    assert f"#SBATCH --dependency=afterok:{job}" in (run_dir / "infer" / f"job-{array}.sbatch").read_text()
+    assert infer_run["after"]["run_dir"] == str(run_dir)
+    bundle, recon = run_dir / "wts.h5.zip", out / "test" / "reconstruction.npz"
+    assert recon.is_file() and recon.stat().st_mtime >= bundle.stat().st_mtime
+    assert json.loads((run_dir / "infer" / "spec.json").read_text())["model_path"] == str(bundle)
+    report = status(run_dir)
+    assert report["state"] == "COMPLETED" and report["then"] == [{"run_dir": str(run_dir / "infer"),
+                                                                  "state": "COMPLETED"}]
+
+
+@pytest.mark.slurm
+def test_chain_whose_training_fails_never_runs_its_array(slurm_cluster, scans, tmp_path):
+    train = tmp_path / "train.npz"
+    train.write_bytes(scans["train"].read_bytes())
+    run_dir, out = tmp_path / "bad", tmp_path / "out"
+    launch("train", "--cluster", "slurm", "--train_data_file", str(train), *TINY, "--run-dir", str(run_dir),
+           "--then-infer", str(scans["test"]), "--infer-output", str(out), "--hold")
+    job = json.loads((run_dir / "run.json").read_text())["submissions"][0]["job_id"]
+    train.write_bytes(b"corrupted after validation")  # training will fail once released
+    subprocess.run(["scontrol", "release", job], check=True)
+    report = poll(lambda: status(run_dir / "infer"), lambda r: r["state"] == "NEVER_RAN", timeout=120, every=2)
+    assert report["after"]["state"] == "FAILED" and f"afterok:{job}" in report["why"]
+    assert "never ran" in report["why"]
+    tasks = poll(lambda: status(run_dir / "infer")["tasks"], lambda t: t[0]["scheduler_state"] == "CANCELLED",
+                 timeout=60, every=2)  # --kill-on-invalid-dep: the scheduler cancelled the pending array
+    assert tasks[0]["inputs"][0]["state"] == "missing" and not out.joinpath("test", "reconstruction.npz").exists()
+    text = launch("status", str(run_dir / "infer")).stdout
+    assert "NEVER_RAN" in text and "why:" in text
+
+
+def _slurmdbd_pid() -> int:
+    pid = int((CI_RUN / "slurmdbd.pid").read_text().strip())
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "slurmdbd"
+    return pid
+
+
+@pytest.fixture
+def accounting_stopped(slurm_cluster):
+    """Stop the slurmdbd that .ci/slurm-cluster.sh started (its recorded PID only), start it again afterwards
+    and record the new PID where the script's ``down`` looks for it."""
+    if not (CI_RUN / "ours.slurmdbd").is_file():
+        pytest.skip("slurmdbd was not started by .ci/slurm-cluster.sh")
+    pid = _slurmdbd_pid()
+    os.kill(pid, 15)
+    poll(lambda: Path(f"/proc/{pid}").exists(), lambda alive: not alive, timeout=30, every=0.2)
+    assert subprocess.run(["sacct", "-n", "-X"], capture_output=True).returncode != 0
+    try:
+        yield
+    finally:
+        subprocess.run(["/usr/sbin/slurmdbd"], check=True)
+        poll(lambda: subprocess.run(["sacctmgr", "-n", "show", "cluster"], capture_output=True).returncode,
+             lambda rc: rc == 0, timeout=30, every=0.2)
+        (CI_RUN / "ours.slurmdbd").write_text(str(_slurmdbd_pid()))
+
+
+@pytest.mark.slurm
+def test_status_follows_an_array_with_accounting_stopped(accounting_stopped, scans, tmp_path):
+    from launcher.scheduler_query import CACHE_FILE
+
+    bundle_run = tmp_path / "model"
+    launch("train", "--cluster", "debug", "--train_data_file", str(scans["train"]), *TINY, "--run-dir",
+           str(bundle_run), "--quiet")
+    run_dir, out = tmp_path / "array", tmp_path / "out"
+    started = time.monotonic()
+    res = launch("infer", "--cluster", "slurm", "--model_path", str(bundle_run), "--test_data_file",
+                 str(scans["test"]), str(scans["train"]), "--output_dir", str(out), "--run-dir", str(run_dir),
+                 "--wait")
+    assert "COMPLETED" in res.stdout and time.monotonic() - started < 120
+    assert "no accounting (sacct)" in res.stdout
+    report = status(run_dir)
+    assert report["state"] == "COMPLETED" and report["accounting"] is False
+    assert [t["scheduler_state"] for t in report["tasks"]] == ["COMPLETED", "COMPLETED"]
+    assert json.loads((run_dir / CACHE_FILE).read_text())["accounting"]["ok"] is False
