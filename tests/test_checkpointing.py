@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho.data_contract import load_scan
+from ptycho_torch.api.checkpoint import CHECKPOINT_KEY, configs_from_record, read_checkpoint
 from ptycho_torch.checkpointing import AtomicCheckpointIO, ResumeState, newest_checkpoint
 from ptycho_torch.config_factory import create_training_payload
 from ptycho_torch.trainer import build_trainer
@@ -74,6 +75,9 @@ def test_interrupted_training_resumes_at_the_exact_step_with_the_same_epochs(sca
     saved = torch.load(resume, map_location="cpu", weights_only=False)
     assert saved["global_step"] == 6 and saved["optimizer_states"][0]["state"]  # step 6: the last multiple of 3
     assert not (tmp_path / "wts.h5.zip").exists()
+    # the periodic resume files carry the configs too (Ptychodus loads them), readable without unpickling code
+    stored = configs_from_record(read_checkpoint(resume)[CHECKPOINT_KEY], resume)
+    assert stored.data_config.N == payload.tf_training_config.model.N and stored.data_config.grid_size == (1, 1)
 
     steps = Steps()
     results = train_cdi_model_torch(train, None, payload, callbacks=[steps], ckpt_path=str(resume))
@@ -82,6 +86,7 @@ def test_interrupted_training_resumes_at_the_exact_step_with_the_same_epochs(sca
     assert steps.seen[0] == 7 and steps.seen[-1] == EPOCHS * STEPS_PER_EPOCH  # no step lost, none repeated
     assert results["trainer"].current_epoch == EPOCHS and results["trainer"].global_step == EPOCHS * STEPS_PER_EPOCH
     assert (tmp_path / "wts.h5.zip").is_file()
+    assert CHECKPOINT_KEY in read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")  # and the continuation's
     assert [p.name for p in (tmp_path / "tb").iterdir() if p.is_dir()] == []  # one TensorBoard run, no version_N
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2  # first attempt + continuation
     assert not list((tmp_path / "checkpoints").glob(".*.tmp"))

@@ -206,6 +206,8 @@ def test_training_writes_checkpoints_with_configs_and_a_bundle(trained):
     assert ckpt is not None and ckpt.suffix == ".ckpt"
     stored = torch.load(ckpt, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
     assert stored["model_version"] == MODEL_VERSION and stored["configs"]["data_config"]["N"] == N
+    # the adapter's own record (the API configs Ptychodus gave), not the one the workflow derives for ptycho-train
+    assert stored["configs"]["model_config"]["cbam_encoder"] is True and stored["configs"]["training_config"]["device"] == "cpu"
     assert (Path(loader.output_dir) / "wts.h5.zip").is_file()  # ptycho-infer / ptycho-launch infer use the same run
 
 
@@ -234,6 +236,35 @@ def test_checkpoint_and_bundle_load_and_reconstruct_on_the_scan_grid(trained, tm
         assert np.iscomplexobj(obj) and np.isfinite(obj).all()
         assert obj.shape == tuple(int(np.ceil(e + N - 1e-6)) for e in ext)
         assert np.abs(obj).max() > 0
+
+
+def test_a_ptycho_train_checkpoint_loads_in_ptychodus_without_the_bundle(tmp_path):
+    """A model trained by ptycho-train (as on a cluster; ptycho-launch ranks run the same workflow) loads in Ptychodus
+    from its .ckpt: every checkpoint the run wrote carries the configs, and they rebuild the trained network."""
+    from conftest import write_scan_pair
+    from ptycho_torch.cli import run_training_cli
+
+    scans = write_scan_pair(tmp_path, 16, 9, seeds=(21, 22))
+    run = tmp_path / "run"
+    assert run_training_cli(["--train_data_file", str(scans["train"]), "--output_dir", str(run), "--n_groups", "16",
+                             "--nepochs", "1", "--batch_size", "8", "--n_filters_scale", "1", "--gridsize", "2",
+                             "--accelerator", "cpu", "--logger", "none", "--quiet"]) == 0
+    written = sorted((run / "checkpoints").glob("*.ckpt"))
+    assert written and {"last.ckpt"} < {p.name for p in written}
+    for path in written:
+        stored = torch.load(path, map_location="cpu", weights_only=True)[CHECKPOINT_KEY]
+        assert stored["model_version"] == MODEL_VERSION
+        assert tuple(stored["configs"]["data_config"]["grid_size"]) == (2, 2)
+        assert stored["canonical"]["training_config"]["model"]["gridsize"] == 2
+    ckpt = find_best_checkpoint(run)
+    assert ckpt is not None and ckpt.suffix == ".ckpt"
+    data, *_ = PtychoModel._extract_configs_from_checkpoint(str(ckpt))
+    assert data.N == N and data.grid_size == (2, 2)
+    weights = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    loaded = PtychoPINN_Lightning.load_from_checkpoint(ckpt).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in weights.items())  # the trained weights, not a placeholder
+    obj = _reconstruct(ckpt, export(tmp_path / "scan", seed=4, n=16))
+    assert np.iscomplexobj(obj) and np.isfinite(obj).all() and np.abs(obj).max() > 0
 
 
 def test_checkpoint_without_configs_is_one_clear_error(trained, tmp_path):

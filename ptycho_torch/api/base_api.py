@@ -30,8 +30,8 @@ from ptycho.reconstruction import auto_batch_size
 from ptycho.scan_data import counts_to_amplitude, first_probe_mode, validate_scan
 from ptycho.workflows.training import train_and_reconstruct, training_data
 from ptycho_torch import config_params as pt
-from ptycho_torch.api.checkpoint import ApiConfigs, ConfigsInCheckpoint, configs_from_record, configs_record, \
-    read_checkpoint, CHECKPOINT_KEY
+from ptycho_torch.api.checkpoint import ApiConfigs, ConfigsInCheckpoint, configs_from_record, read_checkpoint, \
+    run_record, CHECKPOINT_KEY
 from ptycho_torch.api.placement import CentredCanvas
 from ptycho_torch.config_bridge import api_configs_from_canonical, api_run_settings
 from ptycho_torch.config_factory import TrainingPayload, create_training_payload
@@ -227,9 +227,7 @@ class Trainer:
         _check_orchestration(orchestration)
         payload = self.dataloader.payload
         added = [cb for cb in self._trainer.callbacks if not any(cb is own for own in self._own_callbacks)]
-        record = configs_record(self.config_manager.configs, {
-            "training_config": payload.tf_training_config.to_dict(),
-            "execution_config": payload.execution_config.to_dict()})
+        record = run_record(payload.tf_training_config, payload.execution_config, self.config_manager.configs)
         _check_spawnable(payload.execution_config, added)
         hooks = TrainingHooks(callbacks=[ConfigsInCheckpoint(record), *added])
         if experiment_name:

@@ -1,5 +1,8 @@
 """The configs a Lightning checkpoint carries, so that Ptychodus can rebuild the model from the ``.ckpt`` alone.
 
+Every run of the training workflow (``ptycho-train``, ``ptycho-launch`` ranks, Ptychodus' adapter) writes them:
+``train_cdi_model_torch`` adds ``with_configs_callback``'s ``ConfigsInCheckpoint`` to its trainer.
+
 Stored under ``checkpoint["ptychopinn"]`` as plain dicts (never pickled classes, so ``torch.load(weights_only=True)``
 reads them), with a format name and ``MODEL_VERSION``: a checkpoint without them, or from another model version, is
 one ``CheckpointError`` whose message says what to do.
@@ -9,18 +12,21 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from ptycho.bundle_format import BUNDLE_NAME, package_version
+from ptycho.config.config import PyTorchExecutionConfig, TrainingConfig
 from ptycho.errors import PtychoInputError
 from ptycho_torch import config_params as pt
+from ptycho_torch.config_bridge import api_configs_from_canonical
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_FORMAT", "MODEL_VERSION", "CheckpointError", "ApiConfigs",
-           "ConfigsInCheckpoint", "configs_record", "configs_from_record", "read_checkpoint", "check_record"]
+           "ConfigsInCheckpoint", "configs_record", "run_record", "with_configs_callback", "configs_from_record",
+           "read_checkpoint", "check_record"]
 
 CHECKPOINT_KEY = "ptychopinn"
 CHECKPOINT_FORMAT = "ptychopinn-lightning-checkpoint"
@@ -54,6 +60,15 @@ def configs_record(configs: ApiConfigs, canonical: Mapping[str, Any]) -> dict[st
             "canonical": dict(canonical)}
 
 
+def run_record(training: TrainingConfig, execution: PyTorchExecutionConfig,
+               configs: Optional[ApiConfigs] = None) -> dict[str, Any]:
+    """The record of a run from its canonical configs. ``configs`` are the API configs it was asked with
+    (Ptychodus' adapter); without them (``ptycho-train``, ``ptycho-launch``) they are derived the way a bundle is
+    read (``api_configs_from_canonical``), so a cluster-trained ``.ckpt`` loads in Ptychodus like its bundle."""
+    api = configs if configs is not None else ApiConfigs(*api_configs_from_canonical(training, execution))
+    return configs_record(api, {"training_config": training.to_dict(), "execution_config": execution.to_dict()})
+
+
 def _rebuild(cls: type, values: Mapping[str, Any], where: str) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
@@ -70,8 +85,9 @@ def check_record(record: Any, where: Union[str, Path]) -> None:
     if not isinstance(record, Mapping) or record.get("format") != CHECKPOINT_FORMAT:
         beside = Path(where).parent.parent / BUNDLE_NAME
         hint = (f"; its run has a bundle, load {beside} instead" if beside.is_file() else
-                "; train with ptychopinn (Ptychodus' PtychoPINN-Torch reconstructor) to get one that does, or load "
-                f"the run's {BUNDLE_NAME}")
+                "; it was written by another program or an older ptychopinn: retrain with this ptychopinn "
+                "(ptycho-train, ptycho-launch or Ptychodus' PtychoPINN-Torch reconstructor), or load the run's "
+                f"{BUNDLE_NAME}")
         raise CheckpointError(f"{where}: this checkpoint carries no ptychopinn configs (data/model/training/"
                               f"inference), so the model cannot be rebuilt from it{hint}")
     version = record.get("model_version")
@@ -113,3 +129,13 @@ class ConfigsInCheckpoint(Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.record
+
+
+def with_configs_callback(callbacks: Optional[Sequence[Callback]], training: TrainingConfig,
+                          execution: PyTorchExecutionConfig) -> list[Callback]:
+    """``callbacks`` with a ``ConfigsInCheckpoint`` for this run in front, unless the caller brought one: Ptychodus'
+    adapter does, holding the exact API configs it was given rather than ones derived from the canonical configs."""
+    given = list(callbacks or [])
+    if any(isinstance(callback, ConfigsInCheckpoint) for callback in given):
+        return given
+    return [ConfigsInCheckpoint(run_record(training, execution)), *given]

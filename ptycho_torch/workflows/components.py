@@ -19,6 +19,7 @@ from ptycho import params
 from ptycho.corpus.prepared import PreparedCorpus
 from ptycho.data_contract import ScanData
 from ptycho.grouping import GroupedData, training_groups
+from ptycho_torch.api.checkpoint import with_configs_callback
 from ptycho_torch.bundle import write_bundle as write_torch_bundle
 from ptycho_torch.config_factory import TrainingPayload
 from ptycho_torch.corpus_data import CorpusTables, StoreDataset
@@ -165,7 +166,8 @@ def train_cdi_model_torch(train_data: Union[ScanData, PreparedCorpus], test_data
         model, module, data = _in_memory_data(train_data, test_data, payload)
     history = LossHistory()
     trainer = build_trainer(execution, cfg.output_dir, cfg.nepochs, has_validation=True, plugins=plugins)
-    trainer.callbacks.extend([history, *(callbacks or [])])
+    # Every checkpoint carries the configs, so Ptychodus can load a .ckpt of any run (ptycho_torch.api.checkpoint).
+    trainer.callbacks.extend([history, *with_configs_callback(callbacks, cfg, execution)])
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
 
     scale = float(model.intensity_scale.detach())
