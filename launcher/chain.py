@@ -18,8 +18,8 @@ from launcher.errors import LaunchError
 from launcher.rundir import CONFIG, load_run, now, read_json, update_run
 from launcher.sweep_select import BEST_FILE, best_bundle
 
-__all__ = ["Upstream", "upstream_of_training", "upstream_of_run", "chained_infer_args", "start_after",
-           "run_in_order", "INFER_SHARED", "INFER_DIR"]
+__all__ = ["Upstream", "upstream_of_training", "upstream_of_run", "chained_infer_args", "wait_for", "link_runs",
+           "start_after", "run_in_order", "INFER_SHARED", "INFER_DIR"]
 
 #: the chained array's run directory inside the training run (or sweep) directory
 INFER_DIR = "infer"
@@ -73,8 +73,9 @@ def upstream_of_run(after: Path) -> Upstream:
     else:
         selection = report.get("selection")
         if selection is None:
-            raise LaunchError(f"--after {after}: this sweep chose no best point; chain onto a sweep with "
-                              "ptycho-launch train --sweep ... --then-infer")
+            raise LaunchError(f"--after {after}: a sweep submitted without --then-infer chooses no best point; "
+                              f"chain onto one of its points (--after {after}/point-K; ptycho-launch status "
+                              f"{after} compares them)")
         up = Upstream(run_dir=after, kind="sweep", bundle=best_bundle(after), N=_model_N(config["payload"]),
                       backend=config["backend"], payload=config["payload"], cluster=str(run.get("cluster")))
         state, jobs = selection["state"], [selection.get("job_id")] if selection.get("job_id") else []
@@ -102,14 +103,26 @@ def chained_infer_args(args: argparse.Namespace, scans: Sequence[Path], output: 
     return infer
 
 
-def start_after(upstream: Upstream, infer_plan: Any, infer_dir: Path, job_ids: Sequence[str]) -> Optional[str]:
-    """Make the array wait for ``job_ids`` (Slurm) and record the link both ways; returns the dependency."""
+def wait_for(upstream: Upstream, infer_plan: Any, job_ids: Sequence[str]) -> Optional[str]:
+    """Make the array wait for the success of ``job_ids`` (Slurm); returns the dependency. Kept apart from
+    ``link_runs`` so that ``infer --after --dry-run`` prints the script with its dependency and writes nothing."""
     from launcher.submit import set_dependency
 
-    dependency = set_dependency(infer_plan, "afterok", list(job_ids)) if upstream.cluster == "slurm" else None
+    return set_dependency(infer_plan, "afterok", list(job_ids)) if upstream.cluster == "slurm" else None
+
+
+def link_runs(upstream: Upstream, infer_dir: Path, dependency: Optional[str], job_ids: Sequence[str]) -> None:
+    """Record the chain both ways: the array's ``after`` (status explains a never-run array) and the upstream's
+    ``chained`` (its status lists the array)."""
     update_run(infer_dir, after={"run_dir": str(upstream.run_dir), "kind": upstream.kind,
                                  "dependency": dependency, "job_ids": list(job_ids)})
     _add_chained(upstream.run_dir, infer_dir)
+
+
+def start_after(upstream: Upstream, infer_plan: Any, infer_dir: Path, job_ids: Sequence[str]) -> Optional[str]:
+    """Make the array wait for ``job_ids`` (Slurm) and record the link both ways; returns the dependency."""
+    dependency = wait_for(upstream, infer_plan, job_ids)
+    link_runs(upstream, infer_dir, dependency, job_ids)
     return dependency
 
 

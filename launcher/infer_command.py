@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from launcher import arrays
 from launcher.array_jobs import array_groups, launch_array
-from launcher.chain import Upstream, chained_infer_args, start_after, upstream_of_run
+from launcher.chain import Upstream, chained_infer_args, link_runs, upstream_of_run, wait_for
 from launcher.errors import LaunchError
 from launcher.plan import JobPlan, factory_overrides, plan_array, request_resources
 from launcher.rundir import planned_run_dir
@@ -131,9 +131,10 @@ def cmd_infer(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
         raise LaunchError("--emit-sbatch with --after: a reviewable script cannot wait for a job; submit it with "
                           "sbatch --dependency=afterok:JOB yourself")
     plan, spec, config, groups = prepare_infer(args, upstream)
+    dependency = wait_for(upstream, plan, upstream.job_ids) if waits else None  # before a dry run prints the script
     execute = launch_array(args, argv, plan, spec, config, groups)
     if not waits or args.dry_run:
         return execute
-    dependency = start_after(upstream, plan, Path(spec["run_dir"]), upstream.job_ids)
+    link_runs(upstream, Path(spec["run_dir"]), dependency, upstream.job_ids)
     print(f"the array waits for {upstream.kind} {upstream.run_dir} ({dependency})")
     return execute

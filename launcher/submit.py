@@ -76,10 +76,12 @@ def _folder(run_dir: Path) -> Path:
 
 
 def render_sbatch(plan: JobPlan, run_dir: Path, map_count: Optional[int] = None) -> str:
-    """The exact sbatch script submitit writes for this plan (same function, same parameters, same folder)."""
+    """The exact sbatch script submitit writes for this plan (same function, same parameters, same folder).
+    ``map_count``: the tasks of a job array; submitit submits a map of one task as a plain job, so no array then."""
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = _folder(run_dir)
+    map_count = map_count if map_count and map_count > 1 else None
     command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
     return _make_sbatch_string(command=command, folder=folder, map_count=map_count, **plan.slurm)
 

@@ -101,6 +101,21 @@ def _array_plans(points: list[Point], parallelism: int) -> list[tuple[JobPlan, l
     return arrays + out
 
 
+def _own_job(plan: JobPlan, members: list[Point]) -> bool:
+    """A multi-rank point: its own job, with its logs and script in its own run directory (not the sweep's)."""
+    return len(members) == 1 and plan.nodes * plan.tasks_per_node > 1
+
+
+def _print_scripts(points: list[Point], sweep_dir: Path, parallelism: int) -> None:
+    """--dry-run: each submission's sbatch script, rendered for the folder it will really be submitted from."""
+    from launcher.submit import render_sbatch
+
+    for plan, members in _array_plans(points, parallelism):
+        own = _own_job(plan, members)
+        print(f"# ---- sbatch script: point(s) {[m.index for m in members]} ----")
+        print(render_sbatch(plan, members[0].run_dir if own else sweep_dir, map_count=None if own else len(members)))
+
+
 def _submit_points(points: list[Point], sweep_dir: Path, parallelism: int, kind: str) -> list[str]:
     """Queue the points on Slurm; record each job in the point's run.json and the sweep's; returns the job ids."""
     from launcher.rank_entry import TrainingTask
@@ -108,7 +123,7 @@ def _submit_points(points: list[Point], sweep_dir: Path, parallelism: int, kind:
 
     jobs: list[str] = []
     for plan, members in _array_plans(points, parallelism):
-        if len(members) == 1 and plan.nodes * plan.tasks_per_node > 1:
+        if _own_job(plan, members):
             task_ids, log_dir = [str(submit_training(plan, members[0].spec, members[0].run_dir).job_id)], None
             print(f"submitted job {task_ids[0]} for point {members[0].index} ({plan.nodes} node(s) x "
                   f"{plan.tasks_per_node} task(s))")
@@ -187,14 +202,9 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
     for point in points[:1]:
         print_notices(point.plan)
     if args.dry_run:
-        from launcher.submit import render_sbatch
-
         _print_points(points, keys)
         if cluster == "slurm":
-            for plan, members in _array_plans(points, parallelism):
-                array = len(members) > 1 or plan.nodes * plan.tasks_per_node == 1
-                print(f"# ---- sbatch script: point(s) {[m.index for m in members]} ----")
-                print(render_sbatch(plan, sweep_dir, map_count=len(members) if array else None))
+            _print_scripts(points, sweep_dir, parallelism)
         if chain:
             print(f"# ---- then: best point by {args.select}, and this inference array ----")
             launch_array(chain[1][0], argv, *chain[1][1:])

@@ -2,7 +2,8 @@
 
 A chain whose training succeeds reconstructs with the bundle that training wrote; one whose training fails never
 runs its array and ``status`` says why; with slurmdbd stopped (``sacct`` refused) ``status`` still follows an
-array through squeue, the controller and the run directory. Tiny runs (N=64, 8 groups, 1 epoch).
+array through squeue, the controller and the run directory; ``infer --after`` chains onto a training job already
+queued, and refuses a sweep that chooses no best point. Tiny runs (N=64, 8 groups, 1 epoch).
 """
 
 from __future__ import annotations
@@ -122,3 +123,65 @@ def test_status_follows_an_array_with_accounting_stopped(accounting_stopped, sca
     assert report["state"] == "COMPLETED" and report["accounting"] is False
     assert [t["scheduler_state"] for t in report["tasks"]] == ["COMPLETED", "COMPLETED"]
     assert json.loads((run_dir / CACHE_FILE).read_text())["accounting"]["ok"] is False
+
+
+def _sacct_times(*jobs: str) -> dict[str, tuple[str, str]]:
+    """job -> (Start, End) from accounting (ISO timestamps, comparable as strings)."""
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-j", ",".join(jobs), "-o", "JobID,Start,End"],
+                         capture_output=True, text=True, check=True).stdout
+    return {jid: (start, end) for jid, start, end in (line.split("|") for line in out.splitlines() if line)}
+
+
+@pytest.mark.slurm
+def test_infer_after_chains_onto_a_queued_training(slurm_cluster, scans, tmp_path):
+    """Training submitted held, then ``infer --after RUN_DIR``: the array waits on the training job (afterok),
+    starts only once training has ended and reconstructs with the bundle that training wrote."""
+    run_dir, infer_dir, out = tmp_path / "train", tmp_path / "infer", tmp_path / "out"
+    launch("train", "--cluster", "slurm", "--train_data_file", str(scans["train"]), *TINY, "--run-dir",
+           str(run_dir), "--hold")
+    job = json.loads((run_dir / "run.json").read_text())["submissions"][0]["job_id"]
+    request = ("infer", "--cluster", "slurm", "--after", str(run_dir), "--test_data_file", str(scans["test"]),
+               "--output_dir", str(out), "--run-dir", str(infer_dir))
+    dry = launch(*request, "--dry-run")
+    assert f"#SBATCH --dependency=afterok:{job}" in dry.stdout and not infer_dir.exists()
+    assert "chained" not in json.loads((run_dir / "run.json").read_text())
+    res = launch(*request)
+    assert f"the array waits for train {run_dir} (afterok:{job})" in res.stdout
+    array = json.loads((infer_dir / "run.json").read_text())["submissions"][0]["job_id"]
+    assert f"#SBATCH --dependency=afterok:{job}" in (infer_dir / f"job-{array}.sbatch").read_text()
+    assert status(infer_dir)["pending_reasons"] == ["Dependency"]
+    assert status(run_dir)["then"] == [{"run_dir": str(infer_dir), "state": "PENDING"}]
+
+    subprocess.run(["scontrol", "release", job], check=True)
+    report = poll(lambda: status(infer_dir), lambda r: r["state"] not in ("PENDING", "RUNNING"), timeout=180,
+                  every=3)
+    assert report["state"] == "COMPLETED" and report["after"]["state"] == "COMPLETED"
+    bundle, recon = run_dir / "wts.h5.zip", out / "test" / "reconstruction.npz"
+    assert json.loads((infer_dir / "spec.json").read_text())["model_path"] == str(bundle)
+    assert recon.is_file() and recon.stat().st_mtime >= bundle.stat().st_mtime
+    times = poll(lambda: _sacct_times(job, array), lambda t: len(t) == 2 and "Unknown" not in t[job][1],
+                 timeout=30)
+    assert times[array][0] >= times[job][1]  # the array started after training ended
+
+
+@pytest.mark.slurm
+def test_infer_after_a_sweep_without_selection_is_one_line_exit_2(slurm_cluster, scans, tmp_path):
+    """A sweep submitted without --then-infer chose no best point: ``infer --after`` on it is refused with one
+    line naming the sweep, and nothing is created or queued."""
+    sweep, infer_dir = tmp_path / "sweep", tmp_path / "infer"
+    launch("train", "--cluster", "slurm", "--train_data_file", str(scans["train"]), *TINY, "--sweep",
+           "learning_rate=1e-3,1e-2", "--run-dir", str(sweep), "--hold")
+    request = ("infer", "--cluster", "slurm", "--test_data_file", str(scans["test"]), "--output_dir",
+               str(tmp_path / "out"), "--run-dir", str(infer_dir))
+    try:
+        res = launch(*request, "--after", str(sweep), check=False)
+        advised = launch(*request, "--after", str(sweep / "point-000"), "--dry-run")  # what the refusal suggests
+    finally:
+        launch("cancel", str(sweep))
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"--after {sweep}: a sweep submitted without --then-infer chooses no best point" in res.stderr
+    assert f"--after {sweep}/point-K" in res.stderr
+    assert not infer_dir.exists() and not (tmp_path / "out").exists()
+    assert "chained" not in json.loads((sweep / "run.json").read_text())
+    point_job = json.loads((sweep / "point-000" / "run.json").read_text())["submissions"][0]["job_id"]
+    assert f"#SBATCH --dependency=afterok:{point_job}" in advised.stdout

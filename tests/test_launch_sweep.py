@@ -1,5 +1,6 @@
 """Sweeps and the scheduler-sparing status: pure logic (grid, random points, selection, poll limiter, the status
-cache against a scripted scheduler) and a real 2-point sweep with a chained inference on the Slurm CI cluster.
+cache against a scripted scheduler) and, on the Slurm CI cluster, a 2-point sweep with a chained inference, retry of
+a point that failed at run time, and a multi-rank point run as its own job.
 """
 
 from __future__ import annotations
@@ -7,13 +8,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import slurm_jobs, write_scan_pair
+from conftest import poll, slurm_jobs, write_scan_pair
 from launcher.errors import LaunchError
 from launcher.polling import PollLimiter
 from launcher.scheduler_query import CACHE_FILE, expand_array_notation, query_states
@@ -224,3 +226,92 @@ def test_slurm_two_point_sweep_then_infers_with_the_best_point(slurm_cluster, sc
     infer_spec = json.loads((sweep / "infer" / "spec.json").read_text())
     assert infer_spec["model_path"] == str(sweep / "best" / "wts.h5.zip")
     assert "learning_rate" in launch("status", str(sweep)).stdout
+
+
+def sweep_report(sweep: Path) -> dict:
+    res = launch("status", str(sweep), "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def point_run(sweep: Path, index: int) -> dict:
+    return json.loads((sweep / f"point-{index:03d}" / "run.json").read_text())
+
+
+def dry_run_scripts(stdout: str) -> list[str]:
+    """The sbatch scripts a sweep's --dry-run prints, in order."""
+    parts = re.split(r"^# ---- sbatch script: point\(s\) \[[\d, ]+\] ----$", stdout, flags=re.MULTILINE)[1:]
+    return [part.split("\n# dry run:")[0].strip() for part in parts]
+
+
+def _ended(report: dict) -> bool:
+    return all(r["state"] not in ("PENDING", "RUNNING", "COMPLETING", "UNKNOWN") for r in report["points"])
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_retry_reruns_only_the_failed_point(slurm_cluster, scans, tmp_path):
+    """Point 1's training scan is corrupted between submission and run (it passed validation), so point 1 fails
+    while point 0 completes; once the file is fixed, retry resubmits point 1 alone and leaves point 0 as it was."""
+    good, bad, sweep = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "sweep"
+    for path in (good, bad):
+        path.write_bytes(scans["train"].read_bytes())
+    res = launch("train", "--cluster", "slurm", "--train_data_file", str(good), *TINY, "--sweep",
+                 f"train_data_file={good},{bad}", "--run-dir", str(sweep), "--hold")
+    assert res.returncode == 0, res.stdout + res.stderr
+    array = json.loads((sweep / "run.json").read_text())["submissions"][0]["job_id"]
+    busy = launch("retry", str(sweep))
+    assert busy.returncode == 2 and "point(s) [0, 1] still queued or running" in busy.stderr
+    content = bad.read_bytes()
+    bad.write_bytes(b"corrupted after submission")
+    subprocess.run(["scontrol", "release", array], check=True)
+    report = poll(lambda: sweep_report(sweep), _ended, timeout=180, every=3)
+    assert [r["state"] for r in report["points"]] == ["COMPLETED", "FAILED"]
+    failure = report["points"][1]["failure"]
+    assert failure["log"] == str(sweep / "submitit" / f"{array}_1_0_log.err") and "b.npz" in Path(
+        failure["log"]).read_text()
+    assert f"ptycho-launch retry {sweep}" in launch("status", str(sweep)).stdout
+    kept = (sweep / "point-000" / "wts.h5.zip").stat().st_mtime_ns
+    still_broken = launch("retry", str(sweep))  # checked again before anything is queued
+    assert still_broken.returncode == 2 and str(bad) in still_broken.stderr
+    assert len(still_broken.stderr.strip().splitlines()) == 1
+
+    bad.write_bytes(content)
+    res = launch("retry", str(sweep), "--wait")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "retrying point(s) [1]" in res.stdout
+    submissions = json.loads((sweep / "run.json").read_text())["submissions"]
+    assert [(s["kind"], s["points"]) for s in submissions] == [("initial", [0, 1]), ("retry", [1])]
+    assert len(point_run(sweep, 0)["submissions"]) == 1  # point 0 was not resubmitted
+    assert [s["job_id"] for s in point_run(sweep, 1)["submissions"]] == [f"{array}_1", submissions[1]["job_id"]]
+    assert (sweep / "point-000" / "wts.h5.zip").stat().st_mtime_ns == kept
+    assert (sweep / "point-001" / "wts.h5.zip").is_file()
+    assert f"{submissions[1]['job_id']}_0_log.out" in launch("logs", str(sweep / "point-001")).stdout
+    assert [r["state"] for r in sweep_report(sweep)["points"]] == ["COMPLETED", "COMPLETED"]
+    assert "nothing to retry" in launch("retry", str(sweep)).stdout
+
+
+@pytest.mark.slurm
+def test_slurm_sweep_point_with_several_ranks_is_its_own_job(slurm_cluster, scans, tmp_path):
+    """devices=1,2: the one-rank point goes into the sweep's array, the two-rank point is its own gloo DDP job
+    (ntasks-per-node=2, logs in its own run directory) and both ranks trained the same payload."""
+    sweep = tmp_path / "sweep"
+    request = ("train", "--cluster", "slurm", "--accelerator", "cpu", "--strategy", "ddp", "--train_data_file",
+               str(scans["train"]), *TINY, "--sweep", "devices=1,2", "--run-dir", str(sweep))
+    dry = launch(*request, "--dry-run")
+    assert dry.returncode == 0 and not sweep.exists(), dry.stderr
+    res = launch(*request, "--wait")
+    assert res.returncode == 0, res.stdout + res.stderr
+    job, single = (point_run(sweep, i)["submissions"][0]["job_id"] for i in (1, 0))
+    assert f"submitted job {job} for point 1 (1 node(s) x 2 task(s))" in res.stdout
+    assert f"submitted sweep array {single}: 1 point(s)" in res.stdout
+    script = (sweep / "point-001" / f"job-{job}.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in script and "--array" not in script
+    assert dry_run_scripts(dry.stdout) == [(sweep / f"job-{single}.sbatch").read_text().strip(), script.strip()]
+    assert sorted(p.name for p in (sweep / "point-001" / "submitit").glob(f"{job}_*_log.out")) == [
+        f"{job}_0_log.out", f"{job}_1_log.out"]
+    summaries = [json.loads((sweep / f"point-{i:03d}" / "summary.json").read_text()) for i in (0, 1)]
+    assert [s["world_size"] for s in summaries] == [1, 2]
+    assert len(set(summaries[1]["rank_fingerprints"].values())) == 1 and len(summaries[1]["rank_fingerprints"]) == 2
+    report = sweep_report(sweep)
+    assert [r["state"] for r in report["points"]] == ["COMPLETED", "COMPLETED"] and job in report["jobs"]
+    assert "[rank 1] of 2" in launch("logs", str(sweep / "point-001"), "--rank", "1").stdout
