@@ -1,19 +1,25 @@
-"""PtychoPINN vs pty-chi (iterative LSQML) on the same held-out scans, in one table and two plots.
+"""Time to quality: PtychoPINN against a flat start through the same pipeline and against pty-chi, side by side.
 
-    python benchmarks/compare.py                              # 1e6 and 1e4 photons, 10 min training each
-    python benchmarks/compare.py --minutes 2 --doses 1e6 --plots docs/img
-    python benchmarks/compare.py --skip-ptychi                # PtychoPINN rows only (no .venv-ptychi needed)
+    python benchmarks/compare.py                               # 1e6 and 1e4 photons, 10 min training each
+    python benchmarks/compare.py --minutes 3 --doses 1e6 --plots docs/img
+    python benchmarks/compare.py --skip-ptychi                 # no .venv-ptychi needed
 
-pty-chi rows come from ``benchmarks/ptychi_compare.py``, run in ``.venv-ptychi`` (``bash
-benchmarks/setup_ptychi.sh``) as a subprocess with ``--json``; PtychoPINN rows from ``benchmarks/quality.py``'s
-``run_dose`` in this process (training within ``--minutes`` per dose on a different object, then reconstructing the
-held-out scan). Both score the scan of ``benchmarks/scenes.held_out_scan`` with ``ptycho.metrics`` on the truth's
-grid. Time per scan: PtychoPINN end-to-end inference (load NPZ -> stitched object, training excluded and listed
-separately), pty-chi the whole iterative reconstruction. "speed-up" = pty-chi seconds per scan / this row's.
+Per dose, in one run on one machine with the same number of threads for every method:
 
-Plots (``--plots DIR``): ``quality_vs_dose.png`` (amplitude and phase SSIM vs photons, both methods) and
-``throughput_vs_batch.png`` (PtychoPINN ``reconstruct_scan`` patterns/s vs ``execution.inference_batch_size``,
-measured with the model trained at the highest dose; pty-chi's patterns/s as a reference line).
+* **training** (stated apart, and amortised over ``--amortise`` scans): a corpus of ``--scans`` objects of the
+  held-out scan's family (``benchmarks/scenes.write_training_corpus``: GRF + lines, same probe, scan and dose),
+  trained through the factory and the shared workflow for ``--minutes``, as ``ptycho-train DIR`` would;
+* **PtychoPINN**: the network's single pass, then the network's output refined by k physics steps
+  (``--steps``), end to end (NPZ already in memory -> grouped -> network -> phase-aligned stitching -> refinement);
+* **flat start**: exactly the same pipeline with the network's patches replaced by a constant of the network's
+  mean amplitude, single pass and + k steps: what the network adds is the gap between these rows;
+* **raw forward pass**: the network alone on groups already in memory (patterns/s), the ceiling of inference;
+* **pty-chi LSQML**: one run per scan in ``.venv-ptychi``, scored after each epoch count of ``--ptychi-epochs``.
+
+Every row is scored by ``ptycho.metrics`` on the truth's grid. "Time to quality" is the first time (in seconds per
+scan) a method reaches pty-chi's converged SSIM (its last epoch count) minus ``--margin`` in amplitude *and* phase;
+"not reached" when none of its rows does. The same rows on ``scenes.natural_scan`` (camera and moon images from
+scikit-image, an object kind the corpus never had) follow, reported whatever they show.
 """
 
 from __future__ import annotations
@@ -22,200 +28,345 @@ import argparse
 import json
 import logging
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PTYCHI_PY = REPO / ".venv-ptychi" / "bin" / "python"
 sys.path.insert(0, str(HERE))
 
-HEADER = ("method", "photons", "amp SSIM", "phase SSIM", "amp PSNR", "phase PSNR", "amp FRC½", "phase FRC½",
-          "s/scan", "pat/s", "speed-up", "notes")
+NETWORK, FLAT, PTYCHI, RAW = "PtychoPINN", "flat start", "pty-chi LSQML", "raw forward pass"
 
 
-def ptychi_rows(doses: list[float], threads: int, extra: list[str]) -> list[dict]:
+# --- training ----------------------------------------------------------------------------------------------------
+
+def train_on_corpus(nphotons: float, args: argparse.Namespace, workdir: Path) -> tuple[Any, dict]:
+    """Train on a simulated corpus of the held-out family through the factory and the shared workflow."""
+    from scenes import write_training_corpus
+
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho.workflows.training import training_data
+    from ptycho_torch.config_factory import create_training_payload
+    from ptycho_torch.workflows.components import train_cdi_model_torch
+
+    corpus = workdir / f"corpus_{nphotons:g}"
+    write_training_corpus(corpus, nphotons, args.scans)
+    execution = PyTorchExecutionConfig(enable_progress_bar=False, logger_backend=None, enable_checkpointing=False,
+                                       max_minutes=args.minutes, deterministic=False, learning_rate=args.lr,
+                                       scheduler="constant")
+    overrides = {"gridsize": 2, "nepochs": args.max_epochs, "batch_size": args.batch_size,
+                 "n_filters_scale": args.n_filters_scale, "realspace_mae_weight": args.realspace_weight,
+                 "store_dir": str(workdir / f"store_{nphotons:g}")}
+    payload = create_training_payload(corpus, workdir / f"run_{nphotons:g}", overrides, execution)
+    train, _ = training_data(payload, progress=False)
+    results = train_cdi_model_torch(train, None, payload, write_bundle=False)
+    info = {"train_seconds": results["train_seconds"], "epochs": len(results["history"]["train_loss"]),
+            "train_samples_s": results["train_samples_per_s"], "scans": args.scans,
+            "realspace_weight": args.realspace_weight}
+    return results["model"], info
+
+
+# --- PtychoPINN and flat-start rows ------------------------------------------------------------------------------
+
+def flat_model(model: Any, scan: Any, middle_trim: int) -> Any:
+    """The trained model with its network replaced by a constant patch of the network's mean amplitude on this
+    scan (inside the probe window), so the flat rows run the very same grouping, stitching and refinement."""
+    import torch
+
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho_torch.inference import reconstruct_scan
+
+    single = reconstruct_scan(model, scan, PyTorchExecutionConfig(enable_progress_bar=False, middle_trim=middle_trim))
+    level = float(abs(single.object[single.covered]).mean())
+
+    class FlatStart(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+            self.config = model.config
+            self.probe_real = model.probe_real
+
+        @property
+        def probe(self) -> torch.Tensor:
+            return self.inner.probe
+
+        def object_patches(self, diffraction: torch.Tensor, offsets: Optional[torch.Tensor] = None,
+                           probe: Optional[torch.Tensor] = None) -> torch.Tensor:
+            return torch.full(diffraction.shape, level, dtype=torch.complex64, device=diffraction.device)
+
+    return FlatStart()
+
+
+def pipeline_rows(method: str, model: Any, scan: Any, scene: str, steps: list[int], repeats: int,
+                  middle_trim: int) -> list[dict]:
+    """One row per k in [0] + steps: end-to-end seconds (median of ``repeats``) and the honest metrics."""
+    from ptycho.config.config import PyTorchExecutionConfig
+    from ptycho.metrics import metrics_against_truth
+    from ptycho_torch.inference import reconstruct_scan
+
+    rows = []
+    # One untimed run per refinement setting first: kernel selection and allocator warm-up belong to no scan.
+    for k in sorted({0, *steps[:1]}):
+        reconstruct_scan(model, scan, PyTorchExecutionConfig(enable_progress_bar=False, refine_iterations=k,
+                                                              middle_trim=middle_trim))
+    for k in [0, *steps]:
+        execution = PyTorchExecutionConfig(enable_progress_bar=False, refine_iterations=k, middle_trim=middle_trim)
+        seconds, recon = [], None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            recon = reconstruct_scan(model, scan, execution)
+            seconds.append(time.perf_counter() - start)
+        rows.append(_scored(method, scene, scan, recon.object, recon.origin, statistics.median(seconds),
+                            steps=k, metrics=metrics_against_truth(recon, scan)))
+    return rows
+
+
+def raw_row(model: Any, scan: Any, scene: str) -> dict:
+    """The network alone over every group already in memory: patterns/s, no grouping, stitching or metrics."""
+    from precision import infer_patterns_per_s
+
+    from ptycho.grouping import group_scan
+    from ptycho.reconstruction import auto_batch_size
+    from ptycho_torch.data import to_tensors
+
+    cfg = model.config
+    grouped = group_scan(scan, n_groups=scan.n_positions, gridsize=cfg.gridsize, neighbor_count=4, subsample_seed=0,
+                         sequential_sampling=True, truth=False)
+    tensors = to_tensors(grouped, model.probe.detach(), nphotons=None)
+    rate = infer_patterns_per_s(model, tensors.diffraction, tensors.offsets,
+                                auto_batch_size(cfg.N, cfg.gridsize ** 2), bf16=False)
+    return {"method": RAW, "scene": scene, "nphotons": scan.nphotons_from_metadata(), "steps": 0,
+            "seconds_per_scan": scan.n_positions / rate, "patterns_s": rate, "amp_ssim": None, "phase_ssim": None}
+
+
+def _scored(method: str, scene: str, scan: Any, obj: Any, origin: Any, seconds: float, *, steps: int,
+            metrics: dict) -> dict:
+    return {"method": method, "scene": scene, "nphotons": scan.nphotons_from_metadata(), "steps": steps,
+            "seconds_per_scan": seconds, "patterns_s": scan.n_positions / seconds,
+            "amp_ssim": metrics["amplitude"]["ssim"], "phase_ssim": metrics["phase"]["ssim"],
+            "amp_psnr": metrics["amplitude"]["psnr"], "phase_psnr": metrics["phase"]["psnr"]}
+
+
+# --- pty-chi -----------------------------------------------------------------------------------------------------
+
+def ptychi_rows(files: dict[str, Path], args: argparse.Namespace) -> list[dict]:
+    """pty-chi's epoch sweep on each scan file (scene -> file), run in .venv-ptychi with the same threads."""
     if not PTYCHI_PY.is_file():
         sys.exit(f"compare: {PTYCHI_PY} not found; build it with: bash benchmarks/setup_ptychi.sh "
                  "(or pass --skip-ptychi)")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ptychi.json"
-        cmd = [str(PTYCHI_PY), str(HERE / "ptychi_compare.py"), "--doses", *map(str, doses), "--json", str(out),
-               "--threads", str(threads), *extra]
+        cmd = [str(PTYCHI_PY), str(HERE / "ptychi_compare.py"), "--scans", *map(str, files.values()),
+               "--epochs", *map(str, args.ptychi_epochs), "--threads", str(args.threads), "--json", str(out),
+               "--quiet"]
         print("compare: running", " ".join(cmd), file=sys.stderr, flush=True)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["OMP_NUM_THREADS"] = str(threads)
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"compare: ptychi_compare.py failed (exit {proc.returncode})")
-        return json.loads(out.read_text())
+        env["OMP_NUM_THREADS"] = str(args.threads)
+        if subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            sys.exit("compare: ptychi_compare.py failed")
+        rows = json.loads(out.read_text())
+    by_stem = {path.stem: scene for scene, path in files.items()}
+    for row in rows:
+        row["scene"], row["steps"] = by_stem[row["scene"]], row["epochs"]
+    return rows
 
 
-def ptychopinn_rows(doses: list[float], minutes: float, epochs: int, batch_size: int, workdir: Path,
-                    refine_iterations: list[int], refine_smoothing: float | None):
-    """quality.run_dose per dose (single pass and refined rows); also the model trained at the first dose."""
-    import quality
+# --- time to quality ---------------------------------------------------------------------------------------------
 
-    rows, first_model = [], None
-    for dose in doses:
-        print(f"compare: PtychoPINN at {dose:.0e} photons, {minutes:g} min training", file=sys.stderr, flush=True)
-        dose_rows, model = quality.run_dose(dose, minutes, workdir, epochs, batch_size, refine_iterations,
-                                            refine_smoothing=refine_smoothing)
-        for r in dose_rows:
-            r["patterns_s"] = r["infer_patterns_s"]
-        rows += dose_rows
-        first_model = first_model or model
-    return rows, first_model
-
-
-def throughput_sweep(model, nphotons: float, batch_sizes: list[int], repeats: int = 2) -> list[dict]:
-    """reconstruct_scan patterns/s on the held-out scan at each inference_batch_size (best of ``repeats``)."""
-    from scenes import held_out_scan
-
-    from ptycho.config.config import PyTorchExecutionConfig
-    from ptycho_torch.inference import reconstruct_scan
-
-    scan = held_out_scan(nphotons)
+def time_to_quality(rows: list[dict], margin: float) -> list[dict]:
+    """Per (scene, dose): pty-chi's converged SSIM minus ``margin``, and each method's first time reaching it."""
     out = []
-    reconstruct_scan(model, scan, PyTorchExecutionConfig(enable_progress_bar=False))  # warm-up
-    for bs in batch_sizes:
-        execution = PyTorchExecutionConfig(enable_progress_bar=False, inference_batch_size=bs)
-        best = min(reconstruct_scan(model, scan, execution).seconds for _ in range(repeats))
-        out.append({"inference_batch_size": bs, "patterns_s": scan.n_positions / best})
-        print(f"compare: inference_batch_size {bs:4d}: {scan.n_positions / best:7.1f} patterns/s",
-              file=sys.stderr, flush=True)
+    for scene, dose in dict.fromkeys((r["scene"], r["nphotons"]) for r in rows):
+        group = [r for r in rows if r["scene"] == scene and r["nphotons"] == dose and r["amp_ssim"] is not None]
+        peer = [r for r in group if r["method"] == PTYCHI]
+        if not peer:
+            continue
+        converged = max(peer, key=lambda r: r["steps"])
+        target = (converged["amp_ssim"] - margin, converged["phase_ssim"] - margin)
+        for method in (NETWORK, FLAT, PTYCHI):
+            reached = sorted((r for r in group if r["method"] == method
+                              and r["amp_ssim"] >= target[0] and r["phase_ssim"] >= target[1]),
+                             key=lambda r: r["seconds_per_scan"])
+            first = reached[0] if reached else None
+            out.append({"scene": scene, "nphotons": dose, "method": method, "target": target,
+                        "seconds": None if first is None else first["seconds_per_scan"],
+                        "steps": None if first is None else first["steps"]})
     return out
 
 
-def format_row(r: dict, ptychi_seconds: dict) -> str:
-    ref = ptychi_seconds.get(r["nphotons"])
-    speed = f"{ref / r['seconds_per_scan']:.1f}x" if ref else "-"
-    if r["method"].startswith("PtychoPINN"):
-        notes = f"train {r['train_minutes']:.1f} min, {r['epochs']} epochs"
-        if "refine" in r["method"]:
-            notes += f", smoothing {r['refine_smoothing']:g}"
-    else:
-        notes = f"{r['epochs']} epochs, {r.get('noise_model', '')}"
-    return " | ".join([
-        r["method"], f"{r['nphotons']:.0e}", f"{r['amp_ssim']:.3f}", f"{r['phase_ssim']:.3f}",
-        f"{r['amp_psnr']:.2f}", f"{r['phase_psnr']:.2f}", f"{r['amp_frc']:.3f}", f"{r['phase_frc']:.3f}",
-        f"{r['seconds_per_scan']:.2f}", f"{r['patterns_s']:.1f}", speed, notes,
-    ])
+def steps_to_match(rows: list[dict], reference_steps: int) -> list[str]:
+    """Goal lines: the fewest network steps that reach flat + ``reference_steps`` (both channels), per scene/dose,
+    and whether network + k beats flat + k at every k measured."""
+    lines = []
+    for scene, dose in dict.fromkeys((r["scene"], r["nphotons"]) for r in rows):
+        net = {r["steps"]: r for r in rows if (r["scene"], r["nphotons"], r["method"]) == (scene, dose, NETWORK)}
+        flat = {r["steps"]: r for r in rows if (r["scene"], r["nphotons"], r["method"]) == (scene, dose, FLAT)}
+        if reference_steps not in flat:
+            continue
+        ref = flat[reference_steps]
+        match = [k for k in sorted(net) if net[k]["amp_ssim"] >= ref["amp_ssim"]
+                 and net[k]["phase_ssim"] >= ref["phase_ssim"]]
+        wins = [k for k in sorted(net) if k in flat and net[k]["amp_ssim"] >= flat[k]["amp_ssim"]
+                and net[k]["phase_ssim"] >= flat[k]["phase_ssim"]]
+        lines.append(f"# {scene} {dose:.0e}: network + k reaches flat + {reference_steps} "
+                     f"({ref['amp_ssim']:.3f} / {ref['phase_ssim']:.3f}) at k = "
+                     f"{match[0] if match else 'never (up to ' + str(max(net)) + ')'}; network + k >= flat + k "
+                     f"in both channels at k = {wins} of {sorted(k for k in net if k in flat)}")
+    return lines
 
 
-def _save(fig, ax, path: Path) -> None:
-    """The finish both plots share: grid, legend, tight layout, write, free the figure."""
+# --- output ------------------------------------------------------------------------------------------------------
+
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_tables(rows: list[dict], ttq: list[dict], training: dict[float, dict], args: argparse.Namespace) -> None:
+    print(f"# machine: {platform.node()} ({platform.processor() or platform.machine()}), {os.cpu_count()} cores; "
+          f"torch threads {args.threads} for every method")
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        print(f"\n## {scene}\n")
+        print("| method | photons | steps / epochs | amp SSIM | phase SSIM | s / scan | patterns/s |")
+        print("|---|---|---|---|---|---|---|")
+        order = {NETWORK: 0, FLAT: 1, PTYCHI: 2, RAW: 3}
+        for r in sorted((r for r in rows if r["scene"] == scene),
+                        key=lambda r: (-r["nphotons"], order[r["method"]], r["steps"])):
+            steps = "-" if r["method"] == RAW else (f"{r['steps']} epochs" if r["method"] == PTYCHI
+                                                   else ("single pass" if r["steps"] == 0 else f"+{r['steps']}"))
+            print(f"| {r['method']} | {r['nphotons']:.0e} | {steps} | {_fmt(r['amp_ssim'], '.3f')} | "
+                  f"{_fmt(r['phase_ssim'], '.3f')} | {r['seconds_per_scan']:.2f} | {r['patterns_s']:.0f} |")
+    if ttq:
+        print(f"\n## time to quality (pty-chi's converged SSIM - {args.margin})\n")
+        print("| scene | photons | target amp / phase | method | seconds | at | pty-chi time / this |")
+        print("|---|---|---|---|---|---|---|")
+        peer = {(t["scene"], t["nphotons"]): t["seconds"] for t in ttq if t["method"] == PTYCHI}
+        for t in ttq:
+            ref = peer.get((t["scene"], t["nphotons"]))
+            ratio = f"{ref / t['seconds']:.1f}x" if ref and t["seconds"] and t["method"] != PTYCHI else "-"
+            at = "-" if t["steps"] is None else (f"{t['steps']} epochs" if t["method"] == PTYCHI
+                                                 else f"+{t['steps']} steps")
+            print(f"| {t['scene']} | {t['nphotons']:.0e} | {t['target'][0]:.3f} / {t['target'][1]:.3f} | "
+                  f"{t['method']} | {_fmt(t['seconds'], '.2f') if t['seconds'] else 'not reached'} | {at} | {ratio} |")
+    print()
+    for line in steps_to_match(rows, 100):
+        print(line)
+    for dose, info in training.items():
+        amortised = info["train_seconds"] / args.amortise
+        print(f"# training at {dose:.0e}: {info['train_seconds']:.0f} s ({info['epochs']} epochs over "
+              f"{info['scans']} scans, {info['train_samples_s']:.0f} samples/s, real-space weight "
+              f"{info['realspace_weight']:g}); amortised over {args.amortise} scans: {amortised:.2f} s per scan")
+
+
+def plot_time_to_quality(rows: list[dict], ttq: list[dict], scene: str, path: Path) -> None:
+    """SSIM against seconds per scan (log), amplitude and phase, one column per dose; pty-chi's target dashed."""
+    import matplotlib
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    doses = sorted({r["nphotons"] for r in rows if r["scene"] == scene}, reverse=True)
+    fig, axes = plt.subplots(2, len(doses), figsize=(4.2 * len(doses), 6), squeeze=False)
+    colours = {NETWORK: "tab:blue", FLAT: "tab:gray", PTYCHI: "tab:orange"}
+    for col, dose in enumerate(doses):
+        for row_index, channel in enumerate(("amp_ssim", "phase_ssim")):
+            ax = axes[row_index][col]
+            for method, colour in colours.items():
+                pts = sorted(((r["seconds_per_scan"], r[channel]) for r in rows
+                              if (r["scene"], r["nphotons"], r["method"]) == (scene, dose, method)))
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", ms=3, color=colour, label=method)
+            target = next((t["target"][row_index] for t in ttq if (t["scene"], t["nphotons"]) == (scene, dose)), None)
+            if target is not None:
+                ax.axhline(target, color="k", ls="--", lw=0.8, label="pty-chi converged - margin")
+            ax.set_xscale("log")
+            ax.set_title(f"{scene}, {dose:.0e} photons: {'amplitude' if row_index == 0 else 'phase'}", fontsize=9)
+            ax.set_xlabel("seconds per scan")
+            ax.set_ylabel("SSIM")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def plot_quality(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    styles = {"PtychoPINN": ("tab:blue", "o"), "pty-chi LSQML": ("tab:orange", "s")}
-    spare = iter([("tab:green", "^"), ("tab:purple", "v"), ("tab:red", "D"), ("tab:brown", "P"), ("k", "x")])
-    for method in dict.fromkeys(r["method"] for r in rows):
-        rs = sorted((r for r in rows if r["method"] == method), key=lambda r: r["nphotons"])
-        colour, marker = styles.get(method) or next(spare, ("k", "x"))
-        doses = [r["nphotons"] for r in rs]
-        ax.plot(doses, [r["amp_ssim"] for r in rs], marker=marker, color=colour, label=f"{method} amplitude")
-        ax.plot(doses, [r["phase_ssim"] for r in rs], marker=marker, color=colour, ls="--",
-                label=f"{method} phase")
-    ax.set_xscale("log")
-    ax.set_xlabel("photons per pattern")
-    ax.set_ylabel("SSIM (held-out scan)")
-    _save(fig, ax, path)
-
-
-def plot_throughput(sweep: list[dict], ptychi_patterns_s: float | None, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([s["inference_batch_size"] for s in sweep], [s["patterns_s"] for s in sweep], marker="o",
-            color="tab:blue", label="PtychoPINN reconstruct_scan")
-    if ptychi_patterns_s:
-        ax.axhline(ptychi_patterns_s, color="tab:orange", ls="--", label="pty-chi LSQML (whole reconstruction)")
-    ax.set_xscale("log", base=2)
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("inference_batch_size (groups of gridsize² patterns)")
-    ax.set_ylabel("patterns / s (end to end)")
-    _save(fig, ax, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=10.0, help="PtychoPINN training budget per dose")
     parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4])
-    parser.add_argument("--skip-ptychi", action="store_true", help="PtychoPINN rows only")
-    parser.add_argument("--skip-ptychopinn", action="store_true", help="pty-chi rows only")
-    parser.add_argument("--epochs", type=int, default=1000, help="PtychoPINN epoch cap (the budget usually stops first)")
-    parser.add_argument("--batch_size", type=int, default=16, help="PtychoPINN training batch size")
-    parser.add_argument("--refine_iterations", type=int, nargs="+", default=[20, 50],
-                        help="PtychoPINN physics refinement steps, one refined row per value")
-    parser.add_argument("--refine_smoothing", type=float,
-                        help="PtychoPINN refinement smoothness prior (default: the execution config's)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for both methods (default 1: the same for both, the machine is shared)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
-                        help="inference_batch_size values for the throughput plot")
-    parser.add_argument("--ptychi-args", default="", help="extra arguments for ptychi_compare.py, e.g. '--max-epochs 300'")
-    parser.add_argument("--plots", type=Path, help="write quality_vs_dose.png and throughput_vs_batch.png here")
-    parser.add_argument("--json", type=Path, help="also write all rows (and the throughput sweep) as JSON here")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per dose")
+    parser.add_argument("--scans", type=int, default=40, help="training corpus size (objects) per dose")
+    parser.add_argument("--max-epochs", type=int, default=10_000, help="epoch cap (the budget usually stops first)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--n-filters-scale", type=int, default=1)
+    parser.add_argument("--realspace-weight", type=float, default=50.0,
+                        help="weight of the phase-blind real-space loss against the simulated truth (0: physics only)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100],
+                        help="refinement steps after the network pass (and after the flat start)")
+    parser.add_argument("--ptychi-epochs", type=int, nargs="+", default=[5, 10, 20, 40, 80, 160, 320])
+    parser.add_argument("--middle-trim", type=int, default=0,
+                        help="stitching window (0: probe-weighted, the network's loss weighting) for every row")
+    parser.add_argument("--margin", type=float, default=0.01, help="time to quality: pty-chi converged SSIM - this")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per PtychoPINN/flat row (median)")
+    parser.add_argument("--amortise", type=int, default=100, help="scans the training cost is spread over")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, the same for every method")
+    parser.add_argument("--skip-ptychi", action="store_true")
+    parser.add_argument("--skip-natural", action="store_true", help="no out-of-family rows")
+    parser.add_argument("--plots", type=Path, help="write time_to_quality.png (held-out scene) here")
+    parser.add_argument("--json", type=Path, help="also write every row as JSON here")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
     import torch
+
+    from scenes import held_out_scan, natural_scan
+
+    from ptycho.data_contract import save_scan
+
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows: list[dict] = []
-    if not args.skip_ptychi:
-        rows += ptychi_rows(args.doses, args.threads, args.ptychi_args.split())
-    model, sweep = None, []
-    if not args.skip_ptychopinn:
-        with tempfile.TemporaryDirectory() as tmp:
-            pinn, model = ptychopinn_rows(args.doses, args.minutes, args.epochs, args.batch_size, Path(tmp),
-                                          args.refine_iterations, args.refine_smoothing)
-        rows = pinn + rows
-        if args.plots and model is not None:
-            sweep = throughput_sweep(model, args.doses[0], args.batch_sizes)
-
-    ptychi_seconds = {r["nphotons"]: r["seconds_per_scan"] for r in rows if not r["method"].startswith("PtychoPINN")}
-    rows.sort(key=lambda r: (-r["nphotons"], not r["method"].startswith("PtychoPINN"), r["method"]))
-    print(f"# held-out scan: benchmarks/scenes.held_out_scan (N=64, {rows[0]['n_patterns'] if rows else '?'} "
-          f"positions); torch threads {args.threads}; PtychoPINN training {args.minutes:g} min/dose")
-    print(" | ".join(HEADER))
-    print(" | ".join("---" for _ in HEADER))
-    for r in rows:
-        print(format_row(r, ptychi_seconds))
+    training: dict[float, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        files: dict[str, Path] = {}
+        for dose in args.doses:
+            scenes = {"held-out": held_out_scan(dose)}
+            if not args.skip_natural:
+                scenes["natural"] = natural_scan(dose)
+            print(f"compare: training at {dose:.0e} photons for {args.minutes:g} min on {args.scans} scans",
+                  file=sys.stderr, flush=True)
+            model, training[dose] = train_on_corpus(dose, args, workdir)
+            for scene, scan in scenes.items():
+                print(f"compare: reconstructing {scene} at {dose:.0e}", file=sys.stderr, flush=True)
+                rows += pipeline_rows(NETWORK, model, scan, scene, args.steps, args.repeats, args.middle_trim)
+                rows += pipeline_rows(FLAT, flat_model(model, scan, args.middle_trim), scan, scene, args.steps,
+                                      args.repeats, args.middle_trim)
+                rows.append(raw_row(model, scan, scene))
+                path = workdir / f"{scene}_{dose:g}.npz"
+                save_scan(path, scan)
+                files[f"{scene}|{dose:g}"] = path
+        if not args.skip_ptychi:
+            peer = ptychi_rows(files, args)
+            for row in peer:
+                row["scene"] = row["scene"].split("|")[0]
+            rows += peer
+    ttq = time_to_quality(rows, args.margin)
+    print_tables(rows, ttq, training, args)
     if args.plots:
         args.plots.mkdir(parents=True, exist_ok=True)
-        plot_quality(rows, args.plots / "quality_vs_dose.png")
-        if sweep:
-            top = args.doses[0]  # the sweep used the model and scan of the first dose
-            plot_throughput(sweep, next((r["patterns_s"] for r in rows
-                                         if not r["method"].startswith("PtychoPINN") and r["nphotons"] == top),
-                                        None),
-                            args.plots / "throughput_vs_batch.png")
-        print(f"# plots: {args.plots}/quality_vs_dose.png" + (f", {args.plots}/throughput_vs_batch.png" if sweep
-                                                               else ""))
+        plot_time_to_quality(rows, ttq, "held-out", args.plots / "time_to_quality.png")
+        print(f"# plot: {args.plots / 'time_to_quality.png'}")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "throughput": sweep, "threads": args.threads}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "time_to_quality": ttq, "training": training,
+                                         "threads": args.threads}, indent=2, default=str))
     print(f"# total {time.perf_counter() - start:.0f} s")
 
 

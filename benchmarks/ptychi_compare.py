@@ -3,13 +3,14 @@
 Runs inside .venv-ptychi (``bash benchmarks/setup_ptychi.sh`` builds it):
 
     .venv-ptychi/bin/python benchmarks/ptychi_compare.py                       # 1e6 and 1e4 photons
-    .venv-ptychi/bin/python benchmarks/ptychi_compare.py --doses 1e6 --json out.json
+    .venv-ptychi/bin/python benchmarks/ptychi_compare.py --doses 1e6 --epochs 20 40 80 --json out.json
+    .venv-ptychi/bin/python benchmarks/ptychi_compare.py --scans natural_1e6.npz
 
-For each dose: the scan of ``benchmarks/scenes.held_out_scan`` (the one PtychoPINN is scored on), the probe known
-and fixed, positions known and fixed, object started from ones. LSQML runs in chunks of ``--check-every`` epochs
-until the cost (pty-chi's displayed loss, MSE of amplitudes) stops improving by ``--tol`` (relative, over one
-chunk) or ``--max-epochs``. Time per scan is the wall time from handing the data to pty-chi to the object coming
-back (task build + all epochs), without the metrics; patterns/s = positions / that time.
+For each dose: the scan of ``benchmarks/scenes.held_out_scan`` (the one PtychoPINN is scored on), or each file of
+``--scans``; the probe known and fixed, positions known and fixed, object started from ones. One LSQML run per
+scan, scored after each count of ``--epochs`` (an epoch sweep): the time of a row is the wall time from handing
+the data to pty-chi up to that epoch (task build + epochs), without copying the object out or scoring it, i.e.
+what a run of that many epochs costs; patterns/s = positions / that time.
 
 Conventions (checked by starting from the true object on noiseless data: on a raster scan with integer positions
 pty-chi's cost is 6e-12, i.e. its forward model reproduces our data exactly; on the jittered scan 0.06, the
@@ -90,9 +91,13 @@ def measured_counts(scan: ScanData) -> tuple[np.ndarray, float]:
     return (np.asarray(scan.diffraction, np.float64) * float(s)) ** 2, float(s)
 
 
-def reconstruct(scan: ScanData, *, noise_model: str, batch_size: int, max_epochs: int, check_every: int,
-                tol: float, seed: int = 0, log=print) -> dict:
-    """LSQML with known probe and positions; returns the complex object on the truth's grid, epochs, seconds."""
+def epoch_sweep(scan: ScanData, *, epochs: list[int], noise_model: str, batch_size: int, seed: int = 0,
+                log=print) -> list[dict]:
+    """LSQML with known probe and positions, run once and scored after each count in ``epochs`` (ascending).
+
+    Each entry: epochs, seconds (wall time from handing the data to pty-chi up to that epoch: what a run of that
+    many epochs costs; copying the object out and scoring it are not counted), the object on the truth's grid.
+    """
     import torch
 
     api, PtychographyTask = import_ptychi()
@@ -111,7 +116,7 @@ def reconstruct(scan: ScanData, *, noise_model: str, batch_size: int, max_epochs
     rec = opts.reconstructor_options
     rec.noise_model = api.NoiseModels.POISSON if noise_model == "poisson" else api.NoiseModels.GAUSSIAN
     rec.batch_size = batch_size
-    rec.num_epochs = max_epochs
+    rec.num_epochs = max(epochs)
     rec.rescale_probe_intensity_in_first_epoch = False  # the probe is known in absolute units
     rec.default_device = api.Devices.CPU
     rec.random_seed = seed
@@ -124,41 +129,40 @@ def reconstruct(scan: ScanData, *, noise_model: str, batch_size: int, max_epochs
         probe_position_x_px=np.asarray(scan.xcoords, np.float64),
         probe_position_y_px=np.asarray(scan.ycoords, np.float64),
     )
-    epochs, losses, previous = 0, [], None
-    while epochs < max_epochs:
-        n = min(check_every, max_epochs - epochs)
-        task.run(n)
-        epochs += n
+    done, paused, out = 0, 0.0, []
+    for target in sorted(epochs):
+        task.run(target - done)
+        done = target
+        elapsed = time.perf_counter() - start - paused
+        pause = time.perf_counter()
+        obj = task.get_data_to_cpu("object", as_numpy=True)[0][MARGIN:MARGIN + h, MARGIN:MARGIN + w]
         loss = float(task.reconstructor.loss_tracker.table["loss"].values[-1])
-        losses.append((epochs, loss))
-        log(f"  epoch {epochs:4d}  loss {loss:.5g}  {time.perf_counter() - start:6.1f} s")
-        if previous is not None and previous - loss < tol * previous:
-            break
-        previous = loss
-    obj = task.get_data_to_cpu("object", as_numpy=True)[0]
-    seconds = time.perf_counter() - start
+        out.append({"epochs": done, "seconds": elapsed, "object": obj, "loss": loss})
+        log(f"  epoch {done:4d}  loss {loss:.5g}  {elapsed:6.1f} s")
+        paused += time.perf_counter() - pause
     del task
     torch.set_default_device("cpu")
-    return {"object": obj[MARGIN:MARGIN + h, MARGIN:MARGIN + w], "epochs": epochs, "seconds": seconds,
-            "losses": losses}
+    return out
 
 
-def run_dose(nphotons: float, args, log=print) -> dict:
-    scan = held_out_scan(nphotons)
-    noise = args.noise_model
-    log(f"{METHOD}: {nphotons:.0e} photons, {scan.n_positions} positions, noise model {noise}")
-    out = reconstruct(scan, noise_model=noise, batch_size=args.batch_size, max_epochs=args.max_epochs,
-                      check_every=args.check_every, tol=args.tol, log=log)
-    metrics = evaluate_on_scan_grid(out["object"], (0, 0), scan)
-    return {
-        "method": METHOD, "nphotons": nphotons, "noise_model": noise, "epochs": out["epochs"],
-        "seconds_per_scan": out["seconds"], "patterns_s": scan.n_positions / out["seconds"],
-        "n_patterns": scan.n_positions, "threads": _threads(),
-        "amp_ssim": metrics["amplitude"]["ssim"], "phase_ssim": metrics["phase"]["ssim"],
-        "amp_psnr": metrics["amplitude"]["psnr"], "phase_psnr": metrics["phase"]["psnr"],
-        "amp_frc": metrics["amplitude"]["frc_half_bit"], "phase_frc": metrics["phase"]["frc_half_bit"],
-        "final_loss": out["losses"][-1][1],
-    }
+def run_scan(scan: ScanData, label: str, args, log=print) -> list[dict]:
+    """One row per epoch count of the sweep, scored like PtychoPINN (ptycho.metrics on the truth's grid)."""
+    nphotons = scan.nphotons_from_metadata()
+    log(f"{METHOD}: {label}, {nphotons:.0e} photons, {scan.n_positions} positions, noise model {args.noise_model}")
+    rows = []
+    for point in epoch_sweep(scan, epochs=args.epochs, noise_model=args.noise_model, batch_size=args.batch_size,
+                             log=log):
+        metrics = evaluate_on_scan_grid(point["object"], (0, 0), scan)
+        rows.append({
+            "method": METHOD, "scene": label, "nphotons": nphotons, "noise_model": args.noise_model,
+            "epochs": point["epochs"], "seconds_per_scan": point["seconds"],
+            "patterns_s": scan.n_positions / point["seconds"], "n_patterns": scan.n_positions,
+            "threads": _threads(), "amp_ssim": metrics["amplitude"]["ssim"], "phase_ssim": metrics["phase"]["ssim"],
+            "amp_psnr": metrics["amplitude"]["psnr"], "phase_psnr": metrics["phase"]["psnr"],
+            "amp_frc": metrics["amplitude"]["frc_half_bit"], "phase_frc": metrics["phase"]["frc_half_bit"],
+            "final_loss": point["loss"],
+        })
+    return rows
 
 
 def _threads() -> int:
@@ -180,11 +184,11 @@ def format_row(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4])
-    parser.add_argument("--max-epochs", type=int, default=500, help="cap on LSQML epochs per scan")
-    parser.add_argument("--check-every", type=int, default=20, help="epochs between plateau checks")
-    parser.add_argument("--tol", type=float, default=5e-3,
-                        help="stop when the loss improved by less than this fraction over --check-every epochs")
+    parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4],
+                        help="reconstruct benchmarks/scenes.held_out_scan at these doses (unless --scans)")
+    parser.add_argument("--scans", type=Path, nargs="+", help="reconstruct these NPZ scans (with objectGuess)")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10, 20, 40, 80, 160, 320],
+                        help="score after each of these epoch counts (one run, timed cumulatively)")
     parser.add_argument("--batch-size", type=int, default=48, help="LSQML minibatch (positions)")
     parser.add_argument("--noise-model", choices=("gaussian", "poisson"), default="gaussian",
                         help="LSQML noise model (Gaussian: better and faster here at both doses, see docs/benchmarks.md)")
@@ -192,6 +196,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no per-chunk progress on stderr")
     args = parser.parse_args()
+    if min(args.epochs) < 1:
+        parser.error("--epochs must be positive")
     warnings.filterwarnings("ignore")
     logging.getLogger("ptychi").setLevel(logging.WARNING)
     import torch
@@ -201,7 +207,14 @@ def main() -> None:
         if not args.quiet:
             print(msg, file=sys.stderr, flush=True)
 
-    rows = [run_dose(dose, args, log) for dose in args.doses]
+    if args.scans:
+        from ptycho.data_contract import load_scan
+        scenes = [(load_scan(path), path.stem) for path in args.scans]
+    else:
+        scenes = [(held_out_scan(dose), "held-out") for dose in args.doses]
+    # An untimed epoch first: the first task in a process pays for torch's and pty-chi's one-time set-up.
+    epoch_sweep(scenes[0][0], epochs=[1], noise_model=args.noise_model, batch_size=args.batch_size, log=lambda _: None)
+    rows = [row for scan, label in scenes for row in run_scan(scan, label, args, log)]
     print(" | ".join(HEADER))
     for r in rows:
         print(format_row(r))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ptycho.data_contract import ScanData, save_scan
 from ptycho.simulate import simulate_scan
 
 __all__ = ["N", "HELD_OUT_SEED", "TRAIN_SEED", "TRAIN_OBJECT_SIZE", "CORPUS_OBJECT_SIZE", "held_out_scan",
-           "training_scan", "write_training_corpus"]
+           "training_scan", "write_training_corpus", "natural_object", "natural_scan"]
 
 N = 64
 HELD_OUT_SEED = 12
@@ -47,3 +49,24 @@ def write_training_corpus(directory: Path, nphotons: float, scans: int) -> list[
                                       object_size=CORPUS_OBJECT_SIZE))
         paths.append(path)
     return paths
+
+
+def natural_object(size: int = 256) -> np.ndarray:
+    """An object of a kind no corpus of ours holds: scikit-image's ``camera`` as amplitude in [0.3, 1] and its
+    ``moon`` as phase in [-1, 1] rad (the ranges of the training family), block-averaged from 512 px to ``size``."""
+    from skimage import data  # the benchmark extra; images ship inside the package, nothing is downloaded
+
+    def fit(image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image, np.float64)[:512, :512]
+        factor = 512 // size
+        image = image[: size * factor, : size * factor].reshape(size, factor, size, factor).mean(axis=(1, 3))
+        return (image - image.min()) / (image.max() - image.min())
+
+    amplitude = 0.3 + 0.7 * fit(data.camera())
+    phase = 2.0 * fit(data.moon()) - 1.0
+    return (amplitude * np.exp(1j * phase)).astype(np.complex64)
+
+
+def natural_scan(nphotons: float) -> ScanData:
+    """The held-out scan's probe, positions and dose on ``natural_object``: out of the training family."""
+    return simulate_scan(N=N, nphotons=nphotons, seed=HELD_OUT_SEED, obj=natural_object())

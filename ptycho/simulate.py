@@ -200,12 +200,22 @@ def simulate_scan(
     seed: int = 0,
     probe: np.ndarray | None = None,
     noise: bool = True,
+    obj: np.ndarray | None = None,
 ) -> ScanData:
     """Simulate one scan; the file stores normalised amplitude and records ``nphotons`` only in metadata.
 
     Object, positions and noise use independent streams of ``seed``, so e.g. toggling noise keeps the object.
+    ``obj`` (square, complex) replaces the generated object, e.g. a natural image as an out-of-family test object;
+    ``object_size`` is then its side.
     """
     _check_N(N)
+    if obj is not None:
+        obj = np.asarray(obj)
+        if obj.ndim != 2 or obj.shape[0] != obj.shape[1] or not np.all(np.isfinite(obj)):
+            raise PtychoInputError(f"obj must be a square 2-D array of finite values, got shape {obj.shape}")
+        if object_size is not None and int(object_size) != obj.shape[0]:
+            raise PtychoInputError(f"object_size={object_size} disagrees with obj of side {obj.shape[0]}")
+        object_size = obj.shape[0]
     object_size = 4 * N if object_size is None else int(object_size)
     if object_size < N:
         raise PtychoInputError(f"object_size={object_size} must be >= N={N} so a patch fits inside the object")
@@ -221,8 +231,9 @@ def simulate_scan(
             raise PtychoInputError(f"probe shape {probe.shape} does not match N={N}")
         probe = probe.astype(np.complex64)
 
+    user_object = obj is not None
     obj_rng, pos_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-    obj = make_object(object_kind, object_size, obj_rng)
+    obj = make_object(object_kind, object_size, obj_rng) if obj is None else obj.astype(np.complex64)
     x, y = scan_positions(scan, object_size, N, pos_rng, step=step, n_positions=n_positions)
 
     m = x.size
@@ -246,8 +257,8 @@ def simulate_scan(
             "probe_scale_hint": float(1.0 / np.abs(probe).mean()),
         },
         "simulator": {
-            "N": N, "object_size": object_size, "object_kind": object_kind, "scan": scan, "step": step,
-            "n_positions": n_positions, "nphotons": float(nphotons), "seed": seed, "probe": probe_source,
+            "N": N, "object_size": object_size, "object_kind": "user" if user_object else object_kind, "scan": scan,
+            "step": step, "n_positions": n_positions, "nphotons": float(nphotons), "seed": seed, "probe": probe_source,
             "noise": noise,
         },
         "generator": "ptychopinn.simulate",

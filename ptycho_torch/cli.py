@@ -150,6 +150,10 @@ def add_training_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--nphotons", type=float, default=s, help="default: file metadata, else 1e9")
     parser.add_argument("--nll_weight", type=float, default=s)
     parser.add_argument("--mae_weight", type=float, default=s)
+    parser.add_argument("--realspace_mae_weight", type=float, default=s,
+                        help="weight of the real-space loss against the scans' ground truth (simulated corpora; "
+                             "blind to each patch's constant phase)")
+    parser.add_argument("--realspace_weight", type=float, default=s, help="as --realspace_mae_weight, squared error")
     parser.add_argument("--probe_trainable", type=_bool, nargs="?", const=True, default=s)
     parser.add_argument("--enable_oversampling", type=_bool, nargs="?", const=True, default=s,
                         help="let --n_groups exceed the positions: distinct neighbour combinations per seed")
@@ -213,6 +217,16 @@ def _print_metrics(metrics: Optional[dict]) -> None:
               f"FRC0.5 {m['frc_0.5']:.3f}  FRC1/2bit {m['frc_half_bit']:.3f} cycles/px")
 
 
+def _print_network_alone(network: Optional[dict], refined: Optional[dict], steps: int) -> None:
+    """With refinement: the network's single pass beside the refined result, so the run shows what each adds."""
+    if not network or not refined:
+        return
+    print(f"network alone (single pass): amplitude SSIM {network['amplitude']['ssim']:.3f}, "
+          f"phase SSIM {network['phase']['ssim']:.3f}; + {steps} refinement steps: amplitude "
+          f"{refined['amplitude']['ssim'] - network['amplitude']['ssim']:+.3f}, phase "
+          f"{refined['phase']['ssim'] - network['phase']['ssim']:+.3f}")
+
+
 def _print_paths(paths: dict[str, Path]) -> None:
     for name, path in paths.items():
         print(f"{name}: {path}")
@@ -267,9 +281,13 @@ def run_training_cli(argv: Optional[Sequence[str]] = None) -> int:
         print(f"training: {results['train_samples_per_s']:.1f} samples/s over {results['train_seconds']:.1f} s")
         recon = results.get("reconstruction")
         if recon is not None and test is not None:
-            paths = save_reconstruction(recon, output_dir / "reconstruction", results["metrics"],
+            metrics = results["metrics"]
+            if metrics is not None and results.get("network_metrics"):
+                metrics = {**metrics, "network_alone": results["network_metrics"]}
+            paths = save_reconstruction(recon, output_dir / "reconstruction", metrics,
                                         results.get("history"), title=Path(test.source).stem)
             _print_metrics(results["metrics"])
+            _print_network_alone(results.get("network_metrics"), results["metrics"], payload.execution_config.refine_iterations)
             print(f"reconstruction: {recon.patterns_per_s:.0f} patterns/s")
             _print_paths(paths)
         return EXIT_OK

@@ -39,7 +39,7 @@ def round_trip(scans, tmp_path_factory) -> dict:
     train_dir, infer_dir = root / "train", root / "infer"
     train = _run(run_training_cli, ["--train_data_file", str(scans["train"]), "--test_data_file",
                                     str(scans["test"]), "--output_dir", str(train_dir), "--n_groups", "16",
-                                    *TINY_TRAIN])
+                                    "--refine_iterations", "2", "--realspace_mae_weight", "1", *TINY_TRAIN])
     infer = _run(run_inference_cli, ["--model_path", str(train_dir), "--test_data_file", str(scans["test"]),
                                      "--output_dir", str(infer_dir), "--accelerator", "cpu",
                                      "--inference_batch_size", "4", "--refine_iterations", "3", "--quiet"])
@@ -71,10 +71,17 @@ def test_training_cli_writes_bundle_snapshot_and_reconstruction(round_trip, scan
     assert snapshot["payload"]["execution_config"]["logger_backend"] is None
     assert snapshot["payload"]["execution_config"]["accelerator"] == "cpu"
     assert {"ptychopinn", "torch", "python"} <= set(snapshot["versions"])
+    assert training["realspace_mae_weight"] == 1
     recon_dir = train_dir / "reconstruction"
     for name in ("reconstruction.npz", "amplitude.png", "phase.png", "metrics.json"):
         assert (recon_dir / name).is_file(), name
     assert not (train_dir / "tb").exists()  # --logger none
+    # With refinement the run also shows what the network alone gets, and what refinement adds.
+    metrics = json.loads((recon_dir / "metrics.json").read_text())
+    assert {"amplitude", "phase"} <= set(metrics["network_alone"])
+    alone = metrics["network_alone"]["phase"]["ssim"]
+    assert f"network alone (single pass): amplitude SSIM {metrics['network_alone']['amplitude']['ssim']:.3f}" in out
+    assert f"phase {metrics['phase']['ssim'] - alone:+.3f}" in out
 
 
 def test_inference_cli_writes_outputs(round_trip):

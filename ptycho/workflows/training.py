@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Optional, Union
 
 from ptycho.backends import TrainingHooks, check_corpus, get_backend
@@ -40,14 +42,20 @@ def train_and_reconstruct(payload: Any, train: Union[ScanData, PreparedCorpus], 
     ``do_stitching``) and score it against its objectGuess.
 
     Returns the backend's results plus ``backend``, and ``reconstruction`` / ``metrics`` when it reconstructed.
+    With refinement on, ``network_metrics`` scores the network's single pass too, so a run shows what the network
+    alone gets and what refinement adds (None when the scan has no truth).
     """
     cfg = payload.tf_training_config
     backend = get_backend(cfg.backend)
     results = backend.train(payload, train, test, hooks, write_bundle=write_bundle)
     results["backend"] = backend.name
     if do_stitching and test is not None and results["is_global_zero"]:
-        recon = backend.reconstruct(results["model"], test, payload.execution_config,
-                                    neighbor_count=cfg.neighbor_count)
+        execution = payload.execution_config
+        recon = backend.reconstruct(results["model"], test, execution, neighbor_count=cfg.neighbor_count)
         results["reconstruction"] = recon
         results["metrics"] = metrics_against_truth(recon, test)
+        if getattr(execution, "refine_iterations", 0) > 0 and results["metrics"] is not None:
+            single = backend.reconstruct(results["model"], test, dataclasses.replace(execution, refine_iterations=0),
+                                         neighbor_count=cfg.neighbor_count, progress=False)
+            results["network_metrics"] = metrics_against_truth(single, test)
     return results
