@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 run=runs/quickstart
-.venv/bin/ptycho-simulate --corpus "$run/corpus" --scans 24 --n-positions 64 --seed 7
+.venv/bin/ptycho-simulate --corpus "$run/corpus" --scans 24 --n-positions 64 --nphotons-range 1e5 1e7 --seed 7
 .venv/bin/ptycho-simulate --output "$run/held_out.npz" --seed 12
 exec .venv/bin/ptycho-train --train_data_file "$run/corpus" --test_data_file "$run/held_out.npz" \
     --output_dir "$run" --gridsize 2 --nepochs 1000 --max_minutes 3 --learning_rate 2e-3 \
-    --realspace_mae_weight 50 --middle_trim 0 --refine_iterations 50 "$@"
+    --realspace_mae_weight 10 --middle_trim 0 --refine_iterations 50 "$@"
