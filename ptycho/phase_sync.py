@@ -20,6 +20,7 @@ from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import eigsh
 
 from ptycho.errors import PtychoInputError
+from ptycho.stitching import patches_and_coords
 
 __all__ = ["phase_offsets", "synchronise_phases"]
 
@@ -102,14 +103,8 @@ def phase_offsets(patches: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray,
     factor 1. Each connected group of overlapping patches is synchronised on its own, and its mean correction is
     removed (weighted by patch energy), so the result keeps the network's overall phase level.
     """
-    patches = np.asarray(patches)
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise PtychoInputError(f"phase_offsets: patches must be (P, N, N), got {patches.shape}")
+    patches, x, y = patches_and_coords(patches, xcoords, ycoords, "phase_offsets")
     p, n = patches.shape[0], patches.shape[1]
-    x = np.asarray(xcoords, np.float64).reshape(-1)
-    y = np.asarray(ycoords, np.float64).reshape(-1)
-    if x.shape != (p,) or y.shape != (p,):
-        raise PtychoInputError(f"phase_offsets: xcoords {x.shape} and ycoords {y.shape} must both be ({p},)")
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise PtychoInputError("phase_offsets: coordinates must be finite")
     window = np.asarray(window, np.float32)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ptycho.errors import PtychoInputError
 
-__all__ = ["StitchResult", "stitch_patches", "canvas_from_bounds", "central_window", "probe_window", "OffsetArray", "legacy_offsets_to_xy"]
+__all__ = ["StitchResult", "stitch_patches", "patches_and_coords", "canvas_from_bounds", "central_window", "probe_window", "OffsetArray", "legacy_offsets_to_xy"]
 
 
 @dataclass
@@ -78,19 +78,27 @@ def _canvas(x: np.ndarray, y: np.ndarray, n: int, canvas_shape: Optional[tuple[i
     return canvas_from_bounds(bounds, n, canvas_shape, pad_eval)
 
 
+def patches_and_coords(patches: Any, xcoords: Any, ycoords: Any,
+                       who: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P, N, N) patches and their (P,) float64 centres, or one error naming ``who`` and what is wrong."""
+    patches = np.asarray(patches)
+    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
+        raise PtychoInputError(f"{who}: patches must be (P, N, N), got {patches.shape}")
+    p = patches.shape[0]
+    x = np.asarray(xcoords, np.float64).reshape(-1)
+    y = np.asarray(ycoords, np.float64).reshape(-1)
+    if x.shape != (p,) or y.shape != (p,):
+        raise PtychoInputError(f"{who}: xcoords {x.shape} and ycoords {y.shape} must both be ({p},)")
+    return patches, x, y
+
+
 def stitch_patches(patches: np.ndarray, xcoords: np.ndarray, ycoords: np.ndarray, *,
                    canvas_shape: Optional[tuple[int, int]] = None, window: Union[str, np.ndarray] = "central",
                    middle_trim: int = 32, probe: Optional[np.ndarray] = None, pad_eval: bool = True,
                    eps: float = 1e-6) -> StitchResult:
     """Place (P, N, N) patches at sub-pixel centres and blend them (see ptycho_torch.stitching.stitch_patches)."""
-    patches = np.asarray(patches)
-    if patches.ndim != 3 or patches.shape[1] != patches.shape[2]:
-        raise PtychoInputError(f"stitch_patches: patches must be (P, N, N), got {patches.shape}")
+    patches, x, y = patches_and_coords(patches, xcoords, ycoords, "stitch_patches")
     n_patches, n = patches.shape[0], patches.shape[1]
-    x = np.asarray(xcoords, np.float64).reshape(-1)
-    y = np.asarray(ycoords, np.float64).reshape(-1)
-    if x.shape != (n_patches,) or y.shape != (n_patches,):
-        raise PtychoInputError(f"stitch_patches: xcoords {x.shape} and ycoords {y.shape} must both be ({n_patches},)")
     if isinstance(window, np.ndarray):
         w = window.astype(np.float32)
     elif window == "probe" or middle_trim == 0:

@@ -7,9 +7,11 @@ broken cluster can never turn the Slurm tests into silent skips.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,3 +104,20 @@ def poll(what, predicate, timeout: float = 120, every: float = 1.0):
             return value
         assert time.monotonic() < deadline, f"timed out waiting; last value: {value}"
         time.sleep(every)
+
+
+LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
+
+
+def launch(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``ptycho-launch`` as a user would (one thread per process); with ``check`` a non-zero exit fails."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([LAUNCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    if check:
+        assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def launch_status(run_dir: Path) -> dict:
+    """``ptycho-launch status RUN_DIR --json``."""
+    return json.loads(launch("status", str(run_dir), "--json").stdout)

@@ -11,29 +11,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import poll, write_scan_pair
+from conftest import launch, poll, write_scan_pair
+from conftest import launch_status as status
 
-LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
 TINY = ("--n_groups", "8", "--nepochs", "1", "--batch_size", "4", "--time", "10")
 CI_RUN = Path("/run/slurm-ci")  # where .ci/slurm-cluster.sh records the daemons it started
-
-
-def launch(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([LAUNCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    if check:
-        assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-def status(run_dir: Path) -> dict:
-    return json.loads(launch("status", str(run_dir), "--json").stdout)
 
 
 @pytest.fixture(scope="module")

@@ -11,28 +11,15 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import poll, write_scan_pair
+from conftest import LAUNCH, launch, poll, write_scan_pair
+from conftest import launch_status as status
 
-LAUNCH = str(Path(sys.executable).with_name("ptycho-launch"))
 TINY = ("--n_groups", "16", "--nepochs", "1", "--batch_size", "4", "--time", "10")
 SHA = re.compile(r"\[rank (\d+)\] of (\d+) on \S+ \((\S+)\): payload sha256 ([0-9a-f]{64})")
-
-
-def launch(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([LAUNCH, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    if check:
-        assert res.returncode == 0, f"exit {res.returncode}\n{res.stdout}\n{res.stderr}"
-    return res
-
-
-def status(run_dir: Path) -> dict:
-    return json.loads(launch("status", str(run_dir), "--json").stdout)
 
 
 def rank_hashes(run_dir: Path) -> dict[int, tuple[str, str]]:

@@ -85,12 +85,10 @@ def test_train_load_reconstruct_headless(driven):
     assert recon["amplitude_ssim"] > flat["amplitude_ssim"], result["quality"]
 
 
-def test_batch_cli_reconstruct(driven, ptychodus_python):
+def _batch_reconstruct(ptychodus_python: Path, work: Path) -> np.ndarray:
+    """``ptychodus -b reconstruct`` of ``work/batch`` (diffraction.h5, product.h5, model, settings.ini): the object."""
     import h5py
 
-    from ptycho.metrics import evaluate_reconstruction
-
-    _, work = driven
     out = work / "batch_out"
     run = subprocess.run([str(ptychodus_python.parent / "ptychodus"), "-b", "reconstruct", "-i", str(work / "batch"),
                           "-o", str(out)], capture_output=True, text=True, timeout=900, cwd=work, env=ENV)
@@ -98,7 +96,16 @@ def test_batch_cli_reconstruct(driven, ptychodus_python):
     written = sorted(out.glob("product*.h5"))  # Ptychodus 1.7.0 names it product.000000.h5
     assert written, f"no product file in {out}: {sorted(p.name for p in out.iterdir())}\n{run.stderr[-3000:]}"
     with h5py.File(written[-1], "r") as h5:
-        obj = np.squeeze(h5["object"][()])
+        return np.squeeze(h5["object"][()])
+
+
+def test_batch_cli_reconstruct(driven, ptychodus_python):
+    import h5py
+
+    from ptycho.metrics import evaluate_reconstruction
+
+    _, work = driven
+    obj = _batch_reconstruct(ptychodus_python, work)
     truth = np.load(work / "test" / "truth.npy")
     assert np.iscomplexobj(obj) and obj.shape == truth.shape and np.isfinite(obj).all()
     with h5py.File(work / "test" / "product.h5", "r") as h5:
@@ -154,14 +161,7 @@ def test_torch_batch_cli_reconstruct(driven_torch, ptychodus_python):
     import h5py
 
     _, work = driven_torch
-    out = work / "batch_out"
-    run = subprocess.run([str(ptychodus_python.parent / "ptychodus"), "-b", "reconstruct", "-i", str(work / "batch"),
-                          "-o", str(out)], capture_output=True, text=True, timeout=900, cwd=work, env=ENV)
-    assert run.returncode == 0, f"ptychodus -b reconstruct failed:\n{run.stdout[-3000:]}\n{run.stderr[-5000:]}"
-    written = sorted(out.glob("product*.h5"))
-    assert written, f"no product file in {out}: {sorted(p.name for p in out.iterdir())}\n{run.stderr[-3000:]}"
-    with h5py.File(written[-1], "r") as h5:
-        obj = np.squeeze(h5["object"][()])
+    obj = _batch_reconstruct(ptychodus_python, work)
     with h5py.File(work / "batch" / "product.h5", "r") as h5:
         expected = np.squeeze(h5["object"][()]).shape
     assert np.iscomplexobj(obj) and np.isfinite(obj).all() and obj.shape == expected
