@@ -135,18 +135,9 @@ def pipeline_rows(method: str, model: Any, scan: Any, scene: str, steps: list[in
 
 def raw_row(model: Any, scan: Any, scene: str) -> dict:
     """The network alone over every group already in memory: patterns/s, no grouping, stitching or metrics."""
-    from precision import infer_patterns_per_s
+    from precision import raw_patterns_per_s
 
-    from ptycho.grouping import group_scan
-    from ptycho.reconstruction import auto_batch_size
-    from ptycho_torch.data import to_tensors
-
-    cfg = model.config
-    grouped = group_scan(scan, n_groups=scan.n_positions, gridsize=cfg.gridsize, neighbor_count=4, subsample_seed=0,
-                         sequential_sampling=True, truth=False)
-    tensors = to_tensors(grouped, model.probe.detach(), nphotons=None)
-    rate = infer_patterns_per_s(model, tensors.diffraction, tensors.offsets,
-                                auto_batch_size(cfg.N, cfg.gridsize ** 2), bf16=False)
+    rate = raw_patterns_per_s(model, scan, neighbor_count=4)
     return {"method": RAW, "scene": scene, "nphotons": scan.nphotons_from_metadata(), "steps": 0,
             "seconds_per_scan": scan.n_positions / rate, "patterns_s": rate, "amp_ssim": None, "phase_ssim": None}
 

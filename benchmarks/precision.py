@@ -74,6 +74,19 @@ def infer_patterns_per_s(model: PtychoPINN, x: torch.Tensor, off: torch.Tensor, 
     return x.shape[0] / best
 
 
+def raw_patterns_per_s(model: PtychoPINN, scan, neighbor_count: int) -> float:
+    """The ceiling of end-to-end inference: the same weights' forward pass (fp32) over every group of ``scan``,
+    grouped as reconstruct_scan groups it, already in memory."""
+    from ptycho.reconstruction import auto_batch_size
+
+    cfg = model.config
+    grouped = group_scan(scan, n_groups=scan.n_positions, gridsize=cfg.gridsize, neighbor_count=neighbor_count,
+                         subsample_seed=0, sequential_sampling=True, truth=False)
+    tensors = to_tensors(grouped, model.probe.detach(), nphotons=None)
+    return infer_patterns_per_s(model, tensors.diffraction, tensors.offsets,
+                                auto_batch_size(cfg.N, cfg.gridsize ** 2), bf16=False)
+
+
 def cpu_bf16_flags() -> str:
     """The bf16 matrix instructions this CPU advertises (Linux /proc/cpuinfo): without AMX or AVX512-BF16,
     oneDNN emulates bf16 and autocast makes everything slower, so the table must say which case it measured."""

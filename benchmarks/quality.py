@@ -34,10 +34,10 @@ from ptycho_torch.physics import poisson_nll
 from ptycho_torch.workflows.components import train_cdi_model_torch
 
 try:  # run as a script (benchmarks/ on sys.path) or imported as benchmarks.quality
-    from precision import infer_patterns_per_s
+    from precision import raw_patterns_per_s
     from scenes import held_out_scan, training_scan
 except ImportError:
-    from benchmarks.precision import infer_patterns_per_s
+    from benchmarks.precision import raw_patterns_per_s
     from benchmarks.scenes import held_out_scan, training_scan
 
 
@@ -111,17 +111,8 @@ def run_dose(nphotons: float, minutes: float, workdir: Path, epochs: int, batch_
         "train_minutes": results["train_seconds"] / 60, "train_samples_s": results["train_samples_per_s"],
         "plain_samples_s": plain,
     }
-    # The ceiling for end-to-end inference: the same weights' forward pass on tensors already grouped in memory.
-    from ptycho.grouping import group_scan
-    from ptycho.reconstruction import auto_batch_size
-
     cfg = payload.tf_training_config
-    grouped = group_scan(test, n_groups=test.n_positions, gridsize=cfg.model.gridsize,
-                         neighbor_count=cfg.neighbor_count, subsample_seed=0, sequential_sampling=True)
-    test_tensors = to_tensors(grouped, model.probe.detach(), nphotons)
-    raw = infer_patterns_per_s(model, test_tensors.diffraction, test_tensors.offsets,
-                               auto_batch_size(cfg.model.N, cfg.model.gridsize ** 2), bf16=False)
-    common["raw_patterns_s"] = raw
+    common["raw_patterns_s"] = raw_patterns_per_s(model, test, cfg.neighbor_count)
     rows = []
     if refine_smoothing is not None:
         execution = dataclasses.replace(execution, refine_smoothing=refine_smoothing)

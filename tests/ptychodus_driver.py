@@ -79,11 +79,12 @@ def write_ptychodus_files(folder: Path, seed: int, n_positions: int) -> dict:
     return {"xcoords": scan.xcoords, "ycoords": scan.ycoords, "truth": scan.object_guess, "initial": initial[0]}
 
 
-def quality(obj: np.ndarray, info: dict) -> dict:
+def quality(obj: np.ndarray, info: dict, initial: np.ndarray | None = None) -> dict:
+    """Honest metrics of ``obj`` and of the initial guess (``info["initial"]`` unless ``initial`` is given)."""
     from ptycho.metrics import evaluate_reconstruction
 
     out = {}
-    for name, image in (("reconstruction", obj), ("initial_guess", info["initial"])):
+    for name, image in (("reconstruction", obj), ("initial_guess", info["initial"] if initial is None else initial)):
         m = evaluate_reconstruction(image, info["truth"], xcoords=info["xcoords"], ycoords=info["ycoords"], N=N)
         out[name] = {"amplitude_ssim": m["amplitude"]["ssim"], "phase_ssim": m["phase"]["ssim"],
                      "amplitude_psnr": m["amplitude"]["psnr"], "phase_psnr": m["phase"]["psnr"]}

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ptychodus_driver import N, OBJECT_PIXEL_M, write_ptychodus_files
+from ptychodus_driver import N, OBJECT_PIXEL_M, quality, write_ptychodus_files
 
 UNSUPERVISED = "ptychopinn-torch_unsupervised"
 SUPERVISED = "ptychopinn-torch_supervised"
@@ -95,17 +95,6 @@ def on_truth_grid(saved_product: Path, truth: np.ndarray) -> np.ndarray:
         if 0 <= q < obj.shape[0]:
             lo, hi = max(0, -whole[1]), min(w, obj.shape[1] - whole[1])
             out[r, lo:hi] = moved[q, lo + whole[1]:hi + whole[1]]
-    return out
-
-
-def quality(obj: np.ndarray, info: dict) -> dict:
-    from ptycho.metrics import evaluate_reconstruction
-
-    out = {}
-    for name, image in (("reconstruction", obj), ("initial_guess", np.ones_like(info["truth"]))):
-        m = evaluate_reconstruction(image, info["truth"], xcoords=info["xcoords"], ycoords=info["ycoords"], N=N)
-        out[name] = {"amplitude_ssim": m["amplitude"]["ssim"], "phase_ssim": m["phase"]["ssim"],
-                     "amplitude_psnr": m["amplitude"]["psnr"], "phase_psnr": m["phase"]["psnr"]}
     return out
 
 
@@ -184,7 +173,8 @@ def main() -> int:
         obj = np.squeeze(h5["object"][()])
     result["object"] = {"shape": list(obj.shape), "dtype": str(obj.dtype), "finite": bool(np.isfinite(obj).all()),
                         "complex": bool(np.iscomplexobj(obj))}
-    result["quality"] = quality(on_truth_grid(work / "reconstructed_saved.h5", test_info["truth"]), test_info)
+    result["quality"] = quality(on_truth_grid(work / "reconstructed_saved.h5", test_info["truth"]), test_info,
+                                initial=np.ones_like(test_info["truth"]))
 
     batch = work / "batch"
     batch.mkdir()

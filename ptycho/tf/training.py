@@ -23,6 +23,7 @@ from ptycho.data_contract import ScanData
 from ptycho.errors import PtychoInputError
 from ptycho.grouping import GroupedData, training_groups
 from ptycho.normalisation import amplitude_normalisation, intensity_scale, normalize_probe, probe_support
+from ptycho.stitching import probe_window
 
 __all__ = ["train_cdi_model_tf", "GroupedArrays", "to_arrays", "lr_for_epoch"]
 
@@ -134,7 +135,7 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
                  if not (supervised and v.path == model.log_intensity_scale.path)]
 
     # Where each patch is constrained by its data: |P|^2 scaled to max 1 (weights the real-space terms).
-    window = tf.constant(np.abs(probe) ** 2 / np.max(np.abs(probe) ** 2), tf.float32)
+    window = tf.constant(probe_window(probe), tf.float32)
 
     def loss_fn(diffraction: tf.Tensor, offsets: tf.Tensor, truth: Optional[tf.Tensor]) -> tf.Tensor:
         obj, predicted = model.forward(diffraction, offsets)

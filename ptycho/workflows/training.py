@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any, Optional, Union
 
 from ptycho.backends import TrainingHooks, check_corpus, get_backend
@@ -54,7 +53,7 @@ def train_and_reconstruct(payload: Any, train: Union[ScanData, PreparedCorpus], 
         recon = backend.reconstruct(results["model"], test, execution, neighbor_count=cfg.neighbor_count)
         results["reconstruction"] = recon
         results["metrics"] = metrics_against_truth(recon, test)
-        if getattr(execution, "refine_iterations", 0) > 0 and results["metrics"] is not None:
+        if execution.refine_iterations > 0 and results["metrics"] is not None:
             single = backend.reconstruct(results["model"], test, dataclasses.replace(execution, refine_iterations=0),
                                          neighbor_count=cfg.neighbor_count, progress=False)
             results["network_metrics"] = metrics_against_truth(single, test)
