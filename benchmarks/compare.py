@@ -68,13 +68,14 @@ def train_on_corpus(nphotons: float, args: argparse.Namespace, workdir: Path) ->
     weight = args.realspace_weight * nphotons / 1e6
     overrides = {"gridsize": 2, "nepochs": args.max_epochs, "batch_size": args.batch_size,
                  "n_filters_scale": args.n_filters_scale, "realspace_mae_weight": weight,
+                 "physics_steps": args.physics_steps,
                  "store_dir": str(workdir / f"store_{nphotons:g}")}
     payload = create_training_payload(corpus, workdir / f"run_{nphotons:g}", overrides, execution)
     train, _ = training_data(payload, progress=False)
     results = train_cdi_model_torch(train, None, payload, write_bundle=False)
     info = {"train_seconds": results["train_seconds"], "epochs": len(results["history"]["train_loss"]),
             "train_samples_s": results["train_samples_per_s"], "scans": args.scans,
-            "realspace_weight": weight}
+            "realspace_weight": weight, "physics_steps": args.physics_steps}
     return results["model"], info
 
 
@@ -257,7 +258,7 @@ def print_tables(rows: list[dict], ttq: list[dict], training: dict[float, dict],
         amortised = info["train_seconds"] / args.amortise
         print(f"# training at {dose:.0e}: {info['train_seconds']:.0f} s ({info['epochs']} epochs over "
               f"{info['scans']} scans, {info['train_samples_s']:.0f} samples/s, real-space weight "
-              f"{info['realspace_weight']:g}); amortised over {args.amortise} scans: {amortised:.2f} s per scan")
+              f"{info['realspace_weight']:g}, physics layers {info.get('physics_steps', 0)}); amortised over {args.amortise} scans: {amortised:.2f} s per scan")
 
 
 def plot_time_to_quality(rows: list[dict], ttq: list[dict], scene: str, path: Path) -> None:
@@ -308,6 +309,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--n-filters-scale", type=int, default=1)
+    parser.add_argument("--physics-steps", type=int, default=3,
+                        help="physics layers (step + learned prior) in the network; 0 for the plain U-Net")
     parser.add_argument("--realspace-weight", type=float, default=50.0,
                         help="weight of the phase-blind real-space loss against the simulated truth at 1e6 photons, "
                              "scaled in proportion to the dose (0: physics only)")

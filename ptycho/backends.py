@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Protocol, Union, runtime_checkable
 
-from ptycho.config.config import BACKENDS, PyTorchExecutionConfig
+from ptycho.config.config import BACKENDS, ModelConfig, PyTorchExecutionConfig
 from ptycho.errors import PtychoInputError
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Backend", "BackendSpec", "TrainingHooks", "SPECS", "DEFAULT_BACKEND", "TORCH_INSTALL", "TF_INSTALL",
            "spec", "require_backend", "get_backend", "check_execution", "check_distribution", "check_refinement", "check_corpus",
+           "check_model",
            "execution_from"]
 
 TORCH_INSTALL = "pip install -c constraints.txt -e ."
@@ -44,13 +45,14 @@ class BackendSpec:
     distributed: bool  #: trains with several processes (DDP/FSDP, several devices or nodes)
     refinement: bool  #: offers physics refinement at inference (refine_iterations / refine_smoothing)
     corpus: bool  #: trains on a corpus of scans from a prepared store (ptycho.corpus)
+    physics_layers: bool  #: builds networks with physics layers (ModelConfig.physics_steps > 0)
 
 
 SPECS: dict[str, BackendSpec] = {
     "pytorch": BackendSpec("pytorch", "PyTorch", "ptycho_torch.backend:BACKEND", ("torch", "lightning"), TORCH_INSTALL,
-                           distributed=True, refinement=True, corpus=True),
+                           distributed=True, refinement=True, corpus=True, physics_layers=True),
     "tensorflow": BackendSpec("tensorflow", "TensorFlow", "ptycho.tf.backend:BACKEND", ("tensorflow",), TF_INSTALL,
-                              distributed=False, refinement=False, corpus=False),
+                              distributed=False, refinement=False, corpus=False, physics_layers=False),
 }
 assert tuple(SPECS) == tuple(BACKENDS), "every canonical backend name has exactly one spec"
 
@@ -138,6 +140,13 @@ def check_corpus(name: str, spec_text: object) -> None:
     if not spec(name).corpus:
         raise PtychoInputError(f"{spec_text}: a corpus of scans; the {name} backend trains on one scan file at a "
                                "time; use --backend pytorch for a corpus")
+
+
+def check_model(name: str, model: ModelConfig) -> None:
+    """What a backend can build: physics layers (``ModelConfig.physics_steps``) only where it has them."""
+    if model.physics_steps > 0 and not spec(name).physics_layers:
+        raise PtychoInputError(f"--physics_steps {model.physics_steps}: the {name} backend builds no physics layers; "
+                               "use --physics_steps 0 or --backend pytorch")
 
 
 def check_distribution(name: str, world_size: int, strategy: str) -> None:

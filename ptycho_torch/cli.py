@@ -147,6 +147,10 @@ def add_training_arguments(parser: argparse.ArgumentParser,
     parser.add_argument("--gridsize", type=int, default=s)
     parser.add_argument("--N", type=int, default=s, help="patch size (default: from the probe)")
     parser.add_argument("--n_filters_scale", type=int, default=s)
+    parser.add_argument("--physics_steps", type=int, default=s,
+                        help="physics layers after the network: a step towards each group's measured amplitudes "
+                             "and a learned prior each, trained with it and part of its single pass (PyTorch; "
+                             "default 0)")
     parser.add_argument("--nphotons", type=float, default=s, help="default: file metadata, else 1e9")
     parser.add_argument("--nll_weight", type=float, default=s)
     parser.add_argument("--mae_weight", type=float, default=s)

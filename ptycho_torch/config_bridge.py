@@ -49,6 +49,7 @@ def to_model_config(data: pt.DataConfig, model: pt.ModelConfig, overrides: Optio
         pad_object=model.pad_object,
         probe_scale=data.probe_scale,
         gaussian_smoothing_sigma=model.gaussian_smoothing_sigma,
+        physics_steps=model.physics_steps,
     )
     values.update(_split(overrides, ModelConfig))
     return ModelConfig(**values)
@@ -271,7 +272,7 @@ def api_run_settings(data: pt.DataConfig, model: pt.ModelConfig, training: pt.Tr
         probe_big=bool(model.probe_big), pad_object=bool(model.pad_object),
         probe_mask=bool(data.probe_mask if model.probe_mask is None else model.probe_mask),
         probe_trainable=bool(model.probe_trainable), intensity_scale_trainable=bool(model.intensity_scale_trainable),
-        gaussian_smoothing_sigma=float(model.gaussian_smoothing_sigma),
+        gaussian_smoothing_sigma=float(model.gaussian_smoothing_sigma), physics_steps=int(model.physics_steps),
         nepochs=int(training.epochs), batch_size=int(training.batch_size),
         realspace_mae_weight=float(training.realspace_mae_weight), realspace_weight=float(training.realspace_weight),
         subsample_seed=data.subsample_seed, sequential_sampling=bool(data.sequential_sampling),
@@ -306,6 +307,7 @@ def api_configs_from_canonical(training: TrainingConfig, execution: Any,
                            probe_trainable=training.probe_trainable,
                            intensity_scale_trainable=training.intensity_scale_trainable,
                            gaussian_smoothing_sigma=m.gaussian_smoothing_sigma, probe_mask=m.probe_mask,
+                           physics_steps=m.physics_steps,
                            loss_function="MAE" if training.nll_weight == 0 and training.mae_weight > 0 else "Poisson")
     train = pt.TrainingConfig(epochs=training.nepochs, batch_size=training.batch_size, nll=training.nll_weight > 0,
                               mae_weight=training.mae_weight, realspace_mae_weight=training.realspace_mae_weight,

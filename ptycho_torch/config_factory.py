@@ -32,7 +32,7 @@ from ptycho.config.config import (
     PyTorchExecutionConfig,
     TrainingConfig,
 )
-from ptycho.backends import DEFAULT_BACKEND
+from ptycho.backends import DEFAULT_BACKEND, check_model
 from ptycho.bundle_format import BUNDLE_NAME, read_bundle_configs, resolve_bundle_path
 from ptycho.corpus.spec import absolute_spec, check_same_N, is_corpus_request, resolve_corpus
 from ptycho.data_contract import ScanData, nphotons_in_metadata, read_metadata, read_probe_size
@@ -71,7 +71,7 @@ TRAINING_OVERRIDE_KEYS = _MODEL_KEYS | _TRAINING_ONLY | _EXECUTION_KEYS
 INFERENCE_OVERRIDE_KEYS = _MODEL_KEYS | _INFERENCE_ONLY | _EXECUTION_KEYS
 #: Architecture fields fixed by a trained bundle; inference may not change them.
 _ARCHITECTURE_KEYS = frozenset({"N", "gridsize", "n_filters_scale", "model_type", "amp_activation", "probe_big",
-                                "pad_object"})
+                                "pad_object", "physics_steps"})
 
 
 @dataclass
@@ -212,6 +212,7 @@ def _torch_configs(overrides: Mapping[str, Any], N: int, nphotons: float) -> tup
         gaussian_smoothing_sigma=float(
             overrides.get("gaussian_smoothing_sigma", model_defaults.gaussian_smoothing_sigma)
         ),
+        physics_steps=int(overrides.get("physics_steps", model_defaults.physics_steps)),
     )
     return data, model
 
@@ -302,6 +303,7 @@ def create_training_payload(
         N=N, nphotons=nphotons, train_data_file=train_path, output_dir=Path(output_dir).expanduser().resolve()
     )
     tf_config = to_training_config(data, model, training, canonical_overrides)
+    check_model(tf_config.backend, tf_config.model)
     execution = _execution(execution_config, overrides)
     populate_legacy_params(tf_config, force=True)
     applied = dict(overrides, N=N, nphotons=nphotons, nphotons_source=nphotons_source)

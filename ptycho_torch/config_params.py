@@ -82,6 +82,8 @@ class ModelConfig:
     probe_trainable: bool = False
     intensity_scale_trainable: bool = True
     gaussian_smoothing_sigma: float = 0.0
+    #: Physics layers after the network (canonical ModelConfig.physics_steps); Ptychodus leaves it at 0.
+    physics_steps: int = 0
     #: Zero the probe outside its support; Ptychodus passes None (= False).
     probe_mask: Optional[bool] = None
     # --- upstream API fields (Ptychodus' PtychoPINNTorchModel settings) ------------------------------------------

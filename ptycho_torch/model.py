@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ptycho.config.config import ModelConfig
-from ptycho_torch.physics import backpropagated_object, far_field_amplitude, overlap_constraint
+from ptycho_torch.physics import backpropagated_object, far_field_amplitude, overlap_constraint, physics_layers
 
 __all__ = ["ObjectNet", "PtychoPINN", "MODEL_NAME", "INPUT_PLANES", "network_input"]
 
@@ -90,6 +90,22 @@ class ObjectNet(nn.Module):
         return amplitude, phase
 
 
+class CanvasPrior(nn.Module):
+    """A small residual CNN on a group's canvas (Re, Im and the normalised illumination): the learned prior each
+    physics layer is followed by. Its last convolution starts at zero, so training starts from the plain steps."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width, 2, 3, padding=1))
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, obj: torch.Tensor, lit: torch.Tensor) -> torch.Tensor:
+        return obj + self.body(torch.cat([obj, lit], dim=1))
+
+
 def network_input(diffraction: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
     """(B, C, N, N) amplitudes -> (B, 3C, N, N): amplitudes, then Re and Im of the back-propagated object estimate.
 
@@ -148,6 +164,9 @@ class PtychoPINN(nn.Module):
         sigma = config.gaussian_smoothing_sigma
         self.smoothing_kernel: Optional[torch.Tensor]
         self.register_buffer("smoothing_kernel", gaussian_kernel(sigma) if sigma > 0 else None, persistent=False)
+        steps = config.physics_steps
+        self.physics_step_sizes = nn.Parameter(torch.ones(steps)) if steps > 0 else None
+        self.physics_priors = nn.ModuleList(CanvasPrior() for _ in range(steps)) if steps > 0 else None
 
     @property
     def probe(self) -> torch.Tensor:
@@ -176,10 +195,13 @@ class PtychoPINN(nn.Module):
     def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None,
                        probe: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Object patches with the overlap constraint applied when ``object_big`` (training and inference alike)."""
+        probe = self.probe if probe is None else probe
         obj = self.predict_object(diffraction, probe)
-        if self.config.object_big and offsets_xy is not None and obj.shape[1] > 1:
-            obj = overlap_constraint(obj, offsets_xy.float())
-        return obj
+        constrain = self.config.object_big and offsets_xy is not None and obj.shape[1] > 1
+        if self.physics_step_sizes is not None:
+            return physics_layers(obj, diffraction, probe, offsets_xy if constrain else None, self.physics_step_sizes,
+                                  self.physics_priors)
+        return overlap_constraint(obj, offsets_xy.float()) if constrain else obj
 
     def forward(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None,
                 probe: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:

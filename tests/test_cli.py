@@ -224,3 +224,40 @@ def test_oversampling_lets_n_groups_exceed_the_positions(scans, tmp_path, capsys
     training = json.loads((tmp_path / "run" / "config.json").read_text())["payload"]["tf_training_config"]
     assert training["enable_oversampling"] is True and training["neighbor_pool_size"] == 6
     assert training["n_groups"] == 60
+
+
+# ---------------------------------------------------------------------------------------------- physics layers
+
+
+def test_physics_layers_train_save_and_reconstruct(scans, tmp_path, capsys):
+    """--physics_steps builds learned physics layers: their step sizes travel in the bundle and ptycho-infer
+    rebuilds the same network from it (the architecture is fixed by the bundle)."""
+    from ptycho_torch.bundle import load_torch_bundle
+
+    train_dir, infer_dir = tmp_path / "train", tmp_path / "infer"
+    code = run_training_cli(["--train_data_file", str(scans["train"]), "--output_dir", str(train_dir),
+                             "--n_groups", "16", "--physics_steps", "2", *TINY_TRAIN])
+    assert code == 0, capsys.readouterr().err
+    training = json.loads((train_dir / "config.json").read_text())["payload"]["tf_training_config"]
+    assert training["model"]["physics_steps"] == 2
+    model = load_torch_bundle(train_dir)[0]
+    assert model.physics_step_sizes is not None and model.physics_step_sizes.shape == (2,)
+    code = run_inference_cli(["--model_path", str(train_dir), "--test_data_file", str(scans["test"]),
+                              "--output_dir", str(infer_dir), "--accelerator", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    with np.load(infer_dir / "reconstruction.npz") as npz:
+        assert np.isfinite(npz["amplitude"]).all()
+    snapshot = json.loads((infer_dir / "config.json").read_text())
+    assert snapshot["payload"]["tf_inference_config"]["model"]["physics_steps"] == 2
+    with pytest.raises(ValueError, match=r"override physics_steps=0 contradicts the trained model"):
+        config_factory.create_inference_payload(train_dir, scans["test"], tmp_path / "other",
+                                                overrides={"physics_steps": 0})
+
+
+def test_physics_layers_with_the_tensorflow_backend_are_a_usage_error(scans, tmp_path, capsys):
+    code = run_training_cli(["--train_data_file", str(scans["train"]), "--output_dir", str(tmp_path / "tf"),
+                             "--n_groups", "8", "--backend", "tensorflow", "--physics_steps", "2", "--quiet"])
+    assert code == 2
+    line = _one_error_line(capsys.readouterr().err, "ptycho-train")
+    assert "--physics_steps 2" in line and "tensorflow" in line
+    assert not (tmp_path / "tf" / "wts.h5.zip").exists()

@@ -150,3 +150,23 @@ def test_gaussian_smoothing_sigma_low_passes_the_object():
     roughness = lambda o: (o.abs()[..., 1:] - o.abs()[..., :-1]).abs().mean()  # noqa: E731
     assert roughness(b) < 0.5 * roughness(a)
     assert b.shape == a.shape
+
+
+def test_physics_layers_are_learned_parts_of_the_network():
+    plain = _model(64, 2)
+    layered = _model(64, 2, physics_steps=2)
+    extra = {k for k in layered.state_dict()} - {k for k in plain.state_dict()}
+    assert "physics_step_sizes" in extra and any(k.startswith("physics_priors.1.") for k in extra)
+    diffraction, offsets = _inputs(2, 4, 64)
+    with torch.no_grad():
+        layered.net.load_state_dict(plain.net.state_dict())
+        before, _ = plain(diffraction, offsets)
+        after, predicted = layered(diffraction, offsets)
+    assert torch.isfinite(after.abs()).all() and torch.isfinite(predicted).all()
+    assert float((after - before).abs().mean()) > 1e-3  # the layers move the network's output
+    obj, predicted = layered(diffraction, offsets)
+    predicted.sum().backward()
+    assert layered.physics_step_sizes.grad is not None
+    assert all(p.grad is not None for p in layered.physics_priors.parameters())
+    with pytest.raises(ValueError, match="physics_steps"):
+        ModelConfig(physics_steps=-1)

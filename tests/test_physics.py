@@ -16,6 +16,7 @@ from ptycho_torch.physics import (
     far_field_amplitude,
     normalize_probe,
     overlap_constraint,
+    physics_layers,
     poisson_nll,
     probe_support,
 )
@@ -250,3 +251,98 @@ def test_overlap_constraint_is_differentiable():
     out = overlap_constraint(patches, torch.tensor([[[-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0], [2.0, 2.0]]]))
     out.abs().sum().backward()
     assert patches.grad is not None and torch.isfinite(patches.grad.abs()).all()
+
+
+
+# ---------------------------------------------------------------------------------------------- group canvas
+def test_group_canvas_splat_is_the_adjoint_of_extract():
+    from ptycho_torch.group_canvas import GroupCanvas
+
+    g = torch.Generator().manual_seed(11)
+    offsets = torch.rand(3, 4, 2, generator=g) * 12 - 6  # sub-pixel, both signs
+    canvas = GroupCanvas(offsets, 16)
+    board = torch.randn(3, 2, canvas.size, canvas.size, generator=g)
+    values = torch.randn(3, 4, 2, 16, 16, generator=g)
+    # <extract(board), values> == <board, splat(values)>: the splat is exactly the transpose of the read
+    left = (canvas.extract(board) * values).sum()
+    right = (board * canvas.splat(values)).sum()
+    torch.testing.assert_close(left, right, rtol=1e-5, atol=1e-3)
+    # an integer offset reads the canvas at pad + offset, exactly
+    whole = GroupCanvas(torch.tensor([[[3.0, -2.0]]]), 16)
+    board = torch.randn(1, 1, whole.size, whole.size, generator=g)
+    p = whole.pad
+    torch.testing.assert_close(whole.extract(board)[0, 0, 0], board[0, 0, p - 2:p + 14, p + 3:p + 19])
+
+
+# ---------------------------------------------------------------------------------------------- physics layers
+def _group_of(obj: torch.Tensor, probe: torch.Tensor, offsets: list[list[float]], N: int):
+    """Patches of ``obj`` at integer offsets from its centre and the amplitudes they give under ``probe``."""
+    c = obj.shape[-1] // 2
+    patches = _patches_at(obj, (c, c), offsets, N)
+    return patches, far_field_amplitude(patches * probe)
+
+
+def test_physics_layers_keep_patches_that_already_explain_the_data():
+    N = 32
+    probe = normalize_probe(torch.from_numpy(make_probe(N)), 4.0)
+    obj = torch.polar(0.6 + 0.3 * _smooth_object(96).real.float(), _smooth_object(96).real.float())
+    patches, amplitudes = _group_of(obj, probe, OFFSETS, N)
+    out = physics_layers(patches, amplitudes, probe, torch.tensor([OFFSETS]), torch.ones(3))
+    lit = probe.abs() > 0.2 * probe.abs().max()
+    torch.testing.assert_close(out[..., lit], patches[..., lit], rtol=0, atol=1e-4)
+
+
+def test_physics_layers_move_a_wrong_start_towards_the_data_and_train():
+    N = 32
+    probe = normalize_probe(torch.from_numpy(make_probe(N)), 4.0)
+    obj = torch.polar(0.6 + 0.3 * _smooth_object(96).real.float(), _smooth_object(96).real.float())
+    truth, amplitudes = _group_of(obj, probe, OFFSETS, N)
+    start = torch.full_like(truth, 0.7).requires_grad_(True)
+    steps = torch.ones(4, requires_grad=True)
+    offsets = torch.tensor([OFFSETS])
+
+    def misfit(patches: torch.Tensor) -> torch.Tensor:
+        return (far_field_amplitude(patches * probe) - amplitudes).pow(2).mean()
+
+    out = physics_layers(start, amplitudes, probe, offsets, steps)
+    assert float(misfit(out.detach())) < 0.5 * float(misfit(overlap_constraint(start.detach(), offsets)))
+    misfit(out).backward()  # the network and the step sizes learn through the layers
+    assert torch.isfinite(start.grad.abs()).all() and float(start.grad.abs().sum()) > 0
+    assert torch.isfinite(steps.grad).all() and float(steps.grad.abs().sum()) > 0
+    # no steps: exactly the overlap constraint
+    torch.testing.assert_close(physics_layers(start.detach(), amplitudes, probe, offsets, torch.ones(0)),
+                               overlap_constraint(start.detach(), offsets), rtol=0, atol=1e-6)
+
+
+def test_physics_layers_without_offsets_treat_each_patch_alone_and_take_one_probe_per_sample():
+    N = 32
+    probe = normalize_probe(torch.from_numpy(make_probe(N)), 4.0)
+    obj = torch.polar(0.6 + 0.3 * _smooth_object(96).real.float(), _smooth_object(96).real.float())
+    truth, amplitudes = _group_of(obj, probe, OFFSETS, N)
+    start = torch.full_like(truth, 0.7)
+    alone = physics_layers(start, amplitudes, probe, None, torch.ones(2))
+    # patch by patch gives the same as the group taken apart
+    for i in range(4):
+        one = physics_layers(start[:, i:i + 1], amplitudes[:, i:i + 1], probe, None, torch.ones(2))
+        torch.testing.assert_close(alone[:, i:i + 1], one, rtol=1e-5, atol=1e-5)
+    per_sample = physics_layers(start, amplitudes, probe[None, None], None, torch.ones(2))
+    torch.testing.assert_close(per_sample, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_physics_layers_apply_each_prior_after_its_step():
+    N = 32
+    probe = normalize_probe(torch.from_numpy(make_probe(N)), 4.0)
+    obj = torch.polar(0.6 + 0.3 * _smooth_object(96).real.float(), _smooth_object(96).real.float())
+    truth, amplitudes = _group_of(obj, probe, OFFSETS, N)
+    start, offsets = torch.full_like(truth, 0.7), torch.tensor([OFFSETS])
+    seen = []
+
+    def prior(index: int):
+        def apply(canvas: torch.Tensor, lit: torch.Tensor) -> torch.Tensor:
+            seen.append((index, tuple(canvas.shape), float(lit.max())))
+            return canvas * 0 + index  # a canvas the next step starts from: Re = Im = index
+        return apply
+
+    out = physics_layers(start, amplitudes, probe, offsets, torch.zeros(2), [prior(1), prior(2)])
+    assert [s[0] for s in seen] == [1, 2] and seen[0][1][:2] == (1, 2) and seen[0][2] == 1.0
+    torch.testing.assert_close(out, torch.full_like(out, 2.0 + 2.0j))  # zero steps: the last prior's canvas

@@ -202,6 +202,11 @@ class ModelConfig(_ValidatedConfig):
     #: Standard deviation, in pixels, of a Gaussian low-pass applied to the predicted amplitude and phase (a prior
     #: against high-frequency artefacts at low dose); 0 turns it off. Default 0.0.
     gaussian_smoothing_sigma: float = 0.0
+    #: Physics layers after the network (PyTorch only): each takes one preconditioned step of the group's shared
+    #: object towards the measured amplitudes (learned step size) and then applies a small learned CNN prior, so
+    #: network, steps and priors train together and the single pass includes them (docs/workflows/pytorch.md);
+    #: 0 turns them off. Default 0.
+    physics_steps: int = 0
 
     _checks: ClassVar[dict[str, Check]] = {
         "N": _patch_size,
@@ -215,6 +220,7 @@ class ModelConfig(_ValidatedConfig):
         "pad_object": _is_bool,
         "probe_scale": _number_at_least(0, strict=True),
         "gaussian_smoothing_sigma": _number_at_least(0),
+        "physics_steps": _int_at_least(0),
     }
 
 

@@ -100,7 +100,7 @@ def _shift_axis(images: tf.Tensor, shift: tf.Tensor, axis: int) -> tf.Tensor:
 def translate(images: tf.Tensor, shifts_xy: tf.Tensor) -> tf.Tensor:
     """Shift real images (B, K, H, W) by (dx, dy) pixels each (B, K, 2); bilinear, zeros outside.
 
-    Equals torch's grid_sample(align_corners=False) translation used in ptycho_torch.physics._translate.
+    The same bilinear convention as ptycho_torch.group_canvas (torch grid_sample, align_corners=False).
     """
     shape = tf.shape(images)
     flat = tf.reshape(images, [-1, shape[2], shape[3]])

@@ -97,13 +97,14 @@ def train_cdi_model_tf(train_data: ScanData, test_data: Optional[ScanData], cfg:
     import keras
     import tensorflow as tf
 
-    from ptycho.backends import check_execution
+    from ptycho.backends import check_execution, check_model
     from ptycho.tf.bundle import register
     from ptycho.tf.helper import poisson_nll, realspace_error, weighted_mean
     from ptycho.tf.model import build_model
 
     execution = execution or PyTorchExecutionConfig()
     check_execution("tensorflow", execution)
+    check_model("tensorflow", cfg.model)
     if cfg.model.N != train_data.N:
         raise PtychoInputError(f"{train_data.source}: patterns are {train_data.N}x{train_data.N} but "
                                f"ModelConfig.N={cfg.model.N}")
