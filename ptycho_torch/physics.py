@@ -7,7 +7,6 @@ amplitude is O(1): this keeps sigmoid-bounded amplitude heads in range whatever 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Optional
 

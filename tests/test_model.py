@@ -9,7 +9,7 @@ import torch
 
 from ptycho.config.config import AMP_ACTIVATIONS, ModelConfig
 from ptycho.simulate import make_probe
-from ptycho_torch.model import INPUT_PLANES, ObjectNet, PtychoPINN, network_input
+from ptycho_torch.model import INPUT_PLANES, ObjectNet, PtychoPINN
 from ptycho_torch.physics import normalize_probe
 
 torch.set_num_threads(1)

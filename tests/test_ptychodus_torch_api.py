@@ -240,7 +240,8 @@ def test_checkpoint_and_bundle_load_and_reconstruct_on_the_scan_grid(trained, tm
 
 def test_a_ptycho_train_checkpoint_loads_in_ptychodus_without_the_bundle(tmp_path):
     """A model trained by ptycho-train (as on a cluster; ptycho-launch ranks run the same workflow) loads in Ptychodus
-    from its .ckpt: every checkpoint the run wrote carries the configs, and they rebuild the trained network."""
+    from its .ckpt: every checkpoint the run wrote carries the configs, and they rebuild the trained network (with
+    its physics layers)."""
     from conftest import write_scan_pair
     from ptycho_torch.cli import run_training_cli
 
@@ -248,7 +249,7 @@ def test_a_ptycho_train_checkpoint_loads_in_ptychodus_without_the_bundle(tmp_pat
     run = tmp_path / "run"
     assert run_training_cli(["--train_data_file", str(scans["train"]), "--output_dir", str(run), "--n_groups", "16",
                              "--nepochs", "1", "--batch_size", "8", "--n_filters_scale", "1", "--gridsize", "2",
-                             "--accelerator", "cpu", "--logger", "none", "--quiet"]) == 0
+                             "--physics_steps", "1", "--accelerator", "cpu", "--logger", "none", "--quiet"]) == 0
     written = sorted((run / "checkpoints").glob("*.ckpt"))
     assert written and {"last.ckpt"} < {p.name for p in written}
     for path in written:
@@ -258,9 +259,10 @@ def test_a_ptycho_train_checkpoint_loads_in_ptychodus_without_the_bundle(tmp_pat
         assert stored["canonical"]["training_config"]["model"]["gridsize"] == 2
     ckpt = find_best_checkpoint(run)
     assert ckpt is not None and ckpt.suffix == ".ckpt"
-    data, *_ = PtychoModel._extract_configs_from_checkpoint(str(ckpt))
-    assert data.N == N and data.grid_size == (2, 2)
+    data, model_config, *_ = PtychoModel._extract_configs_from_checkpoint(str(ckpt))
+    assert data.N == N and data.grid_size == (2, 2) and model_config.physics_steps == 1
     weights = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert any("physics_priors.0." in k for k in weights)
     loaded = PtychoPINN_Lightning.load_from_checkpoint(ckpt).state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in weights.items())  # the trained weights, not a placeholder
     obj = _reconstruct(ckpt, export(tmp_path / "scan", seed=4, n=16))
