@@ -104,7 +104,8 @@ def flat_model(model: Any, scan: Any, middle_trim: int) -> Any:
             return self.inner.probe
 
         def object_patches(self, diffraction: torch.Tensor, offsets: Optional[torch.Tensor] = None,
-                           probe: Optional[torch.Tensor] = None) -> torch.Tensor:
+                           probe: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None,
+                           ) -> torch.Tensor:
             return torch.full(diffraction.shape, level, dtype=torch.complex64, device=diffraction.device)
 
     return FlatStart()

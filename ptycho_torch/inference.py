@@ -83,12 +83,14 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
     tensors = to_tensors(grouped, probe.cpu(), nphotons=None, alpha=alpha)
     batch = execution.inference_batch_size or auto_batch_size(model.config.N, C, gpu=device.type == "cuda")
     show = execution.enable_progress_bar if progress is None else progress
+    valid = _valid_pixels(scan)
+    valid_on_device = None if valid is None else valid.to(device)
     outputs = []
     for lo in tqdm(range(0, len(tensors), batch), desc="reconstructing", unit="batch", disable=not show,
                    file=sys.stderr):
         diffraction = tensors.diffraction[lo:lo + batch].to(device, non_blocking=True)
         offsets = tensors.offsets[lo:lo + batch].to(device, non_blocking=True)
-        outputs.append(model.object_patches(diffraction, offsets, probe))
+        outputs.append(model.object_patches(diffraction, offsets, probe, valid_on_device))
     patches = torch.cat(outputs).reshape(-1, model.config.N, model.config.N)
     positions = tensors.positions.reshape(-1, 2)
     if execution.align_phases:
@@ -110,7 +112,7 @@ def reconstruct_scan(model: PtychoPINN, scan: ScanData, execution: PyTorchExecut
         amplitudes = measured * alpha
         obj, _ = refine_object(obj, stitched.origin, amplitudes, torch.from_numpy(scan.xcoords),
                                torch.from_numpy(scan.ycoords), probe, execution.refine_iterations,
-                               smoothing=execution.refine_smoothing, valid=_valid_pixels(scan), progress=show)
+                               smoothing=execution.refine_smoothing, valid=valid, progress=show)
         obj = torch.where(stitched.covered, obj, torch.zeros_like(obj))
     obj = obj.cpu().numpy().astype(np.complex64)
     return Reconstruction(

@@ -77,7 +77,7 @@ class PtychoPINNModule(L.LightningModule):
         observed_scale: Any = self.observed_scale
         if self.corpus:
             probe, model_scale, observed_scale, valid = self._per_sample(batch[2])
-        obj, predicted = self.model(diffraction, offsets, probe)
+        obj, predicted = self.model(diffraction, offsets, probe, valid)
         cfg = self.training_config
         if truth is not None:
             window = illumination_window(self.model.probe if probe is None else probe)

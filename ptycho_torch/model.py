@@ -193,22 +193,24 @@ class PtychoPINN(nn.Module):
         return torch.polar(amplitude * self.object_mask, phase)
 
     def object_patches(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None,
-                       probe: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Object patches with the overlap constraint applied when ``object_big`` (training and inference alike)."""
+                       probe: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Object patches with the overlap constraint applied when ``object_big`` (training and inference alike),
+        then the physics layers (``physics_steps``), which leave bad detector pixels (``valid`` 0) unimposed."""
         probe = self.probe if probe is None else probe
         obj = self.predict_object(diffraction, probe)
         constrain = self.config.object_big and offsets_xy is not None and obj.shape[1] > 1
         if self.physics_step_sizes is not None:
             return physics_layers(obj, diffraction, probe, offsets_xy if constrain else None, self.physics_step_sizes,
-                                  self.physics_priors)
+                                  self.physics_priors, valid)
         return overlap_constraint(obj, offsets_xy.float()) if constrain else obj
 
     def forward(self, diffraction: torch.Tensor, offsets_xy: Optional[torch.Tensor] = None,
-                probe: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                probe: Optional[torch.Tensor] = None, valid: Optional[torch.Tensor] = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (object patches, predicted far-field amplitudes), both (B, C, N, N); ``probe`` as in
-        ``predict_object``."""
+        ``predict_object``, ``valid`` as in ``object_patches``."""
         probe = self.probe if probe is None else probe
-        obj = self.object_patches(diffraction, offsets_xy, probe)
+        obj = self.object_patches(diffraction, offsets_xy, probe, valid)
         predicted = far_field_amplitude(obj * probe)
         return obj, predicted
 

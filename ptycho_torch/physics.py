@@ -160,7 +160,7 @@ PHYSICS_ILLUMINATION_FLOOR = 0.05
 def physics_layers(patches: torch.Tensor, amplitudes: torch.Tensor, probe: torch.Tensor,
                    offsets_xy: Optional[torch.Tensor], step_sizes: torch.Tensor,
                    priors: Optional[Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = None,
-                   ) -> torch.Tensor:
+                   valid: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The network's physics layers: per entry of ``step_sizes`` one preconditioned step towards the measured
     amplitudes on each group's shared canvas (starting from the patches' overlap consensus), then that layer's
     learned prior ``priors[i](canvas, lit)`` when given.
@@ -170,29 +170,34 @@ def physics_layers(patches: torch.Tensor, amplitudes: torch.Tensor, probe: torch
     summed illumination (plus a floor). A prior maps the (B, 2, S, S) Re/Im canvas and the (B, 1, S, S) illumination
     scaled to max 1 to a new canvas. Differentiable, so the network, the step sizes and the priors learn together.
     ``offsets_xy`` None treats each patch on its own. ``amplitudes`` are DC-centred like ``far_field_amplitude``'s
-    output; ``probe`` is (N, N) or one per sample (B, 1, N, N).
+    output; ``probe`` is (N, N) or one per sample (B, 1, N, N). ``valid`` (same shapes as the probe, DC-centred),
+    0 on bad detector pixels: there the measurement is not imposed (the model's own modulus stands).
     """
     B, C, N, _ = patches.shape
     if offsets_xy is None:
         patches, amplitudes = patches.reshape(B * C, 1, N, N), amplitudes.reshape(B * C, 1, N, N)
         if probe.dim() == 4:
             probe = probe.expand(B, C, N, N).reshape(B * C, 1, N, N)
+        if valid is not None and valid.dim() == 4:
+            valid = valid.expand(B, C, N, N).reshape(B * C, 1, N, N)
         return physics_layers(patches, amplitudes, probe, patches.new_zeros(B * C, 1, 2).real, step_sizes,
-                              priors).reshape(B, C, N, N)
+                              priors, valid).reshape(B, C, N, N)
     canvas = GroupCanvas(offsets_xy.float(), N)
     intensity = probe.abs().pow(2).float().expand(B, C, N, N)
     illumination = canvas.splat(intensity[:, :, None])  # (B, 1, S, S)
     floor = PHYSICS_ILLUMINATION_FLOOR * illumination.amax(dim=(-2, -1), keepdim=True)
     scale = 1.0 / (illumination + floor.clamp_min(1e-12))
     measured = torch.fft.ifftshift(amplitudes.float(), dim=(-2, -1))
+    weight = None if valid is None else torch.fft.ifftshift(valid.float(), dim=(-2, -1))
     conj_probe = probe.conj()
     obj = _consensus(canvas, patches)
     lit = illumination / illumination.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
     for index, step in enumerate(step_sizes):
         spectrum = torch.fft.fft2(_patches(canvas.extract(obj)) * probe, norm="ortho")
         magnitude = spectrum.abs()
+        residual = magnitude - measured if weight is None else (magnitude - measured) * weight
         # psi - psi' = IFFT(Psi (1 - A/|Psi|)); where |Psi| is 0 so is Psi, and the product stays 0.
-        exit_error = torch.fft.ifft2(spectrum * ((magnitude - measured) / magnitude.clamp_min(1e-6)), norm="ortho")
+        exit_error = torch.fft.ifft2(spectrum * (residual / magnitude.clamp_min(1e-6)), norm="ortho")
         exit_error = exit_error * conj_probe
         obj = obj - step * scale * canvas.splat(torch.stack([exit_error.real, exit_error.imag], dim=2))
         if priors is not None:

@@ -346,3 +346,26 @@ def test_physics_layers_apply_each_prior_after_its_step():
     out = physics_layers(start, amplitudes, probe, offsets, torch.zeros(2), [prior(1), prior(2)])
     assert [s[0] for s in seen] == [1, 2] and seen[0][1][:2] == (1, 2) and seen[0][2] == 1.0
     torch.testing.assert_close(out, torch.full_like(out, 2.0 + 2.0j))  # zero steps: the last prior's canvas
+
+
+def test_physics_layers_leave_bad_detector_pixels_unimposed():
+    """A bad pixel's recorded value (here 0) must not pull the object: with the mask the layers give what they give
+    on data whose bad pixel holds the right value; without it they differ."""
+    N = 32
+    probe = normalize_probe(torch.from_numpy(make_probe(N)), 4.0)
+    obj = torch.polar(0.6 + 0.3 * _smooth_object(96).real.float(), _smooth_object(96).real.float())
+    truth, amplitudes = _group_of(obj, probe, OFFSETS, N)
+    start, offsets = torch.full_like(truth, 0.7), torch.tensor([OFFSETS])
+    valid = torch.ones(N, N)
+    valid[N // 2 - 2:N // 2 + 2, N // 2 - 2:N // 2 + 2] = 0  # dead pixels where the signal is strongest
+    corrupted = amplitudes * valid
+    masked = physics_layers(start, corrupted, probe, offsets, torch.ones(2), valid=valid)
+    reference = physics_layers(start, amplitudes, probe, offsets, torch.ones(2), valid=valid)
+    torch.testing.assert_close(masked, reference)
+    unmasked = physics_layers(start, corrupted, probe, offsets, torch.ones(2))
+    assert float((unmasked - reference).abs().max()) > 1e-2
+    # one mask per sample (corpus training), and per patch without offsets
+    per_sample = physics_layers(start, corrupted, probe, offsets, torch.ones(2), valid=valid[None, None])
+    torch.testing.assert_close(per_sample, masked)
+    alone = physics_layers(start, corrupted, probe[None, None], None, torch.ones(2), valid=valid[None, None])
+    torch.testing.assert_close(alone, physics_layers(start, amplitudes, probe, None, torch.ones(2), valid=valid))
