@@ -367,9 +367,9 @@ def test_inference_batch_size_sets_the_number_of_batches(small_model_and_scan, m
     sizes: list[int] = []
     original = PtychoPINN.object_patches
 
-    def counting(self, diffraction, offsets=None, probe=None):
+    def counting(self, diffraction, offsets=None, probe=None, valid=None):
         sizes.append(int(diffraction.shape[0]))
-        return original(self, diffraction, offsets, probe)
+        return original(self, diffraction, offsets, probe, valid)
 
     monkeypatch.setattr(PtychoPINN, "object_patches", counting)
     base = dict(accelerator="cpu", enable_progress_bar=False)
