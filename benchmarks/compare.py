@@ -66,7 +66,7 @@ def train_on_corpus(nphotons: float, args: argparse.Namespace, workdir: Path) ->
     # real-space error does not, so the weight follows the dose to keep the two terms in proportion: at 1e4 a
     # weight of 50 left the physics term nothing to say and the network never learned phase (0.13 SSIM).
     weight = args.realspace_weight * nphotons / 1e6
-    overrides = {"gridsize": 2, "nepochs": args.max_epochs, "batch_size": args.batch_size,
+    overrides = {"gridsize": args.gridsize, "nepochs": args.max_epochs, "batch_size": args.batch_size,
                  "n_filters_scale": args.n_filters_scale, "realspace_mae_weight": weight,
                  "physics_steps": args.physics_steps,
                  "store_dir": str(workdir / f"store_{nphotons:g}")}
@@ -75,7 +75,7 @@ def train_on_corpus(nphotons: float, args: argparse.Namespace, workdir: Path) ->
     results = train_cdi_model_torch(train, None, payload, write_bundle=False)
     info = {"train_seconds": results["train_seconds"], "epochs": len(results["history"]["train_loss"]),
             "train_samples_s": results["train_samples_per_s"], "scans": args.scans,
-            "realspace_weight": weight, "physics_steps": args.physics_steps}
+            "realspace_weight": weight, "physics_steps": args.physics_steps, "gridsize": args.gridsize}
     return results["model"], info
 
 
@@ -259,7 +259,7 @@ def print_tables(rows: list[dict], ttq: list[dict], training: dict[float, dict],
         amortised = info["train_seconds"] / args.amortise
         print(f"# training at {dose:.0e}: {info['train_seconds']:.0f} s ({info['epochs']} epochs over "
               f"{info['scans']} scans, {info['train_samples_s']:.0f} samples/s, real-space weight "
-              f"{info['realspace_weight']:g}, physics layers {info.get('physics_steps', 0)}); amortised over {args.amortise} scans: {amortised:.2f} s per scan")
+              f"{info['realspace_weight']:g}, gridsize {info.get('gridsize', 2)}, physics layers {info.get('physics_steps', 0)}); amortised over {args.amortise} scans: {amortised:.2f} s per scan")
 
 
 def plot_time_to_quality(rows: list[dict], ttq: list[dict], scene: str, path: Path) -> None:
@@ -310,6 +310,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--n-filters-scale", type=int, default=1)
+    parser.add_argument("--gridsize", type=int, default=2,
+                        help="patterns per group side (gridsize^2 neighbouring patterns share one canvas)")
     parser.add_argument("--physics-steps", type=int, default=3,
                         help="physics layers (step + learned prior) in the network; 0 for the plain U-Net")
     parser.add_argument("--realspace-weight", type=float, default=50.0,

@@ -27,6 +27,8 @@ __all__ = [
     "weighted_mean",
     "overlap_constraint",
     "physics_layers",
+    "modulus_correction",
+    "ILLUMINATION_FLOOR",
     "ENERGY_FRACTION",
 ]
 
@@ -153,8 +155,26 @@ def overlap_constraint(patches: torch.Tensor, offsets_xy: torch.Tensor) -> torch
     return _patches(canvas.extract(_consensus(canvas, patches)))
 
 
-#: Fraction of the peak summed illumination added to the divisor of a physics layer's step (as the refiner's).
-PHYSICS_ILLUMINATION_FLOOR = 0.05
+#: Fraction of the peak summed illumination added to the divisor of a physics step (the refiner's and the physics
+#: layers'): barely lit pixels would otherwise take huge, noise-driven steps.
+ILLUMINATION_FLOOR = 0.05
+
+
+def modulus_correction(spectrum: torch.Tensor, measured: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                       guard: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step every physics update shares: (residual |Psi| - A, exit-wave change psi - psi').
+
+    ``spectrum`` is FFT2(Psi) (orthonormal, FFT layout), ``measured`` the amplitudes A in the same layout, psi' the
+    exit wave with its far-field modulus replaced by A. ``weight`` (0 on bad detector pixels) leaves pixels
+    unimposed there. Where |Psi| is 0 so is Psi, and the change stays 0; ``guard`` bounds the division: the
+    refiner (no autograd) uses 1e-12, the physics layers 1e-6 so that their gradients stay finite.
+    """
+    magnitude = spectrum.abs()
+    residual = magnitude - measured
+    if weight is not None:
+        residual = residual * weight
+    change = torch.fft.ifft2(spectrum * (residual / magnitude.clamp_min(guard)), norm="ortho")
+    return residual, change
 
 
 def physics_layers(patches: torch.Tensor, amplitudes: torch.Tensor, probe: torch.Tensor,
@@ -186,7 +206,7 @@ def physics_layers(patches: torch.Tensor, amplitudes: torch.Tensor, probe: torch
     intensity = probe.abs().pow(2).float().expand(B, C, N, N)
     illumination = canvas.splat(intensity[:, :, None])  # (B, 1, S, S)
     peak = illumination.amax(dim=(-2, -1), keepdim=True)
-    scale = 1.0 / (illumination + (PHYSICS_ILLUMINATION_FLOOR * peak).clamp_min(1e-12))
+    scale = 1.0 / (illumination + (ILLUMINATION_FLOOR * peak).clamp_min(1e-12))
     measured = torch.fft.ifftshift(amplitudes.float(), dim=(-2, -1))
     weight = None if valid is None else torch.fft.ifftshift(valid.float(), dim=(-2, -1))
     conj_probe = probe.conj()
@@ -194,10 +214,7 @@ def physics_layers(patches: torch.Tensor, amplitudes: torch.Tensor, probe: torch
     lit = illumination / peak.clamp_min(1e-12)
     for index, step in enumerate(step_sizes):
         spectrum = torch.fft.fft2(_patches(canvas.extract(obj)) * probe, norm="ortho")
-        magnitude = spectrum.abs()
-        residual = magnitude - measured if weight is None else (magnitude - measured) * weight
-        # psi - psi' = IFFT(Psi (1 - A/|Psi|)); where |Psi| is 0 so is Psi, and the product stays 0.
-        exit_error = torch.fft.ifft2(spectrum * (residual / magnitude.clamp_min(1e-6)), norm="ortho")
+        _, exit_error = modulus_correction(spectrum, measured, weight)
         exit_error = exit_error * conj_probe
         obj = obj - step * scale * canvas.splat(torch.stack([exit_error.real, exit_error.imag], dim=2))
         if priors is not None:

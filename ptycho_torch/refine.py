@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ptycho.config.config import PyTorchExecutionConfig
 from ptycho_torch.model import gaussian_blur, gaussian_kernel
+from ptycho_torch.physics import ILLUMINATION_FLOOR, modulus_correction
 from ptycho_torch.placement import PatchPlacement
 
 __all__ = ["refine_object", "DEFAULT_REFINE_SMOOTHING", "DEFAULT_REFINE_STEP", "DEFAULT_REFINE_MOMENTUM",
@@ -47,8 +48,8 @@ SMOOTHING_SIGMA = 1.0
 DEFAULT_REFINE_STEP = 1.0
 #: Nesterov momentum on the object iterates (0.85 beat 0, 0.5 and 0.7 at 20 and 50 iterations; 0.95 overshoots).
 DEFAULT_REFINE_MOMENTUM = 0.85
-#: Fraction of the peak summed illumination added to the divisor.
-DEFAULT_ILLUMINATION_FLOOR = 0.05
+#: Fraction of the peak summed illumination added to the divisor (the physics layers' too).
+DEFAULT_ILLUMINATION_FLOOR = ILLUMINATION_FLOOR
 
 #: Patterns per chunk: bounds the FFT temporaries (about 100 MB at N=64) for scans of any length.
 _CHUNK = 512
@@ -121,13 +122,9 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
         loss = torch.zeros((), device=device)
         for sl in chunks:
             spectrum = torch.fft.fft2(_complex(placement.extract(lookahead, sl)) * probe, norm="ortho")
-            magnitude = spectrum.abs()
-            residual = magnitude - measured[sl]
-            if weight is not None:
-                residual = residual * weight  # bad pixels: no correction, no error
+            # bad pixels (weight 0): no correction, no error
+            residual, exit_error = modulus_correction(spectrum, measured[sl], weight, guard=1e-12)
             loss += residual.pow(2).sum()
-            # psi - psi' = IFFT(Psi * (1 - A/|Psi|)); where |Psi| is 0 so is Psi, and the product stays 0.
-            exit_error = torch.fft.ifft2(spectrum * (residual / magnitude.clamp_min(1e-12)), norm="ortho")
             exit_error *= conj_probe
             placement.splat_add(gradient, _planes(exit_error), sl)
         previous = current

@@ -14,6 +14,7 @@ from ptycho_torch.physics import (
     amplitude_normalisation,
     backpropagated_object,
     far_field_amplitude,
+    modulus_correction,
     normalize_probe,
     overlap_constraint,
     physics_layers,
@@ -369,3 +370,25 @@ def test_physics_layers_leave_bad_detector_pixels_unimposed():
     torch.testing.assert_close(per_sample, masked)
     alone = physics_layers(start, corrupted, probe[None, None], None, torch.ones(2), valid=valid[None, None])
     torch.testing.assert_close(alone, physics_layers(start, amplitudes, probe, None, torch.ones(2), valid=valid))
+
+
+def test_modulus_correction_replaces_the_far_field_modulus_and_keeps_the_phase():
+    """psi - change has the measured modulus and Psi's phase; data already explained gives no change; weight 0
+    leaves a pixel's modulus as the model has it (the refiner and the physics layers both rest on this)."""
+    generator = torch.Generator().manual_seed(3)
+    psi = _complex_noise(2, 16, 16, seed=3)
+    spectrum = torch.fft.fft2(psi, norm="ortho")
+    measured = torch.rand(2, 16, 16, generator=generator) + 0.5
+    residual, change = modulus_correction(spectrum, measured)
+    corrected = torch.fft.fft2(psi - change, norm="ortho")
+    assert torch.allclose(corrected.abs(), measured, atol=1e-5)
+    assert torch.allclose(torch.angle(corrected), torch.angle(spectrum), atol=1e-4)
+    assert torch.allclose(residual, spectrum.abs() - measured)
+    _, none = modulus_correction(spectrum, spectrum.abs())
+    assert none.abs().max() < 1e-5
+    weight = torch.ones(16, 16)
+    weight[3, 5] = 0
+    residual, change = modulus_correction(spectrum, measured, weight)
+    corrected = torch.fft.fft2(psi - change, norm="ortho")
+    assert residual[:, 3, 5].abs().max() == 0
+    assert torch.allclose(corrected[:, 3, 5].abs(), spectrum[:, 3, 5].abs(), atol=1e-5)
