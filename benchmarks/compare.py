@@ -1,6 +1,6 @@
 """Time to quality: PtychoPINN against a flat start through the same pipeline and against pty-chi, side by side.
 
-    python benchmarks/compare.py                               # 1e6 and 1e4 photons, 10 min training each
+    python benchmarks/compare.py                               # 1e6 and 1e4 photons, 10 min training each (gridsize 3)
     python benchmarks/compare.py --minutes 3 --doses 1e6 --plots docs/img
     python benchmarks/compare.py --skip-ptychi                 # no .venv-ptychi needed
 
@@ -310,7 +310,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--n-filters-scale", type=int, default=1)
-    parser.add_argument("--gridsize", type=int, default=2,
+    parser.add_argument("--gridsize", type=int, default=3,
                         help="patterns per group side (gridsize^2 neighbouring patterns share one canvas)")
     parser.add_argument("--physics-steps", type=int, default=3,
                         help="physics layers (step + learned prior) in the network; 0 for the plain U-Net")
