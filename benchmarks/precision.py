@@ -76,11 +76,13 @@ def infer_patterns_per_s(model: PtychoPINN, x: torch.Tensor, off: torch.Tensor, 
 
 def raw_patterns_per_s(model: PtychoPINN, scan, neighbor_count: int) -> float:
     """The ceiling of end-to-end inference: the same weights' forward pass (fp32) over every group of ``scan``,
-    grouped as reconstruct_scan groups it, already in memory."""
+    grouped as reconstruct_scan groups it (one group per position, from max(neighbor_count, gridsize^2) nearest
+    neighbours), already in memory."""
     from ptycho.reconstruction import auto_batch_size
 
     cfg = model.config
-    grouped = group_scan(scan, n_groups=scan.n_positions, gridsize=cfg.gridsize, neighbor_count=neighbor_count,
+    grouped = group_scan(scan, n_groups=scan.n_positions, gridsize=cfg.gridsize,
+                         neighbor_count=max(neighbor_count, cfg.gridsize ** 2),
                          subsample_seed=0, sequential_sampling=True, truth=False)
     tensors = to_tensors(grouped, model.probe.detach(), nphotons=None)
     return infer_patterns_per_s(model, tensors.diffraction, tensors.offsets,
