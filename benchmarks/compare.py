@@ -312,7 +312,7 @@ def main() -> None:
     parser.add_argument("--n-filters-scale", type=int, default=1)
     parser.add_argument("--gridsize", type=int, default=3,
                         help="patterns per group side (gridsize^2 neighbouring patterns share one canvas)")
-    parser.add_argument("--physics-steps", type=int, default=3,
+    parser.add_argument("--physics-steps", type=int, default=5,
                         help="physics layers (step + learned prior) in the network; 0 for the plain U-Net")
     parser.add_argument("--realspace-weight", type=float, default=50.0,
                         help="weight of the phase-blind real-space loss against the simulated truth at 1e6 photons, "
