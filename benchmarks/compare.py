@@ -269,7 +269,7 @@ def plot_time_to_quality(rows: list[dict], ttq: list[dict], scene: str, path: Pa
     import matplotlib.pyplot as plt
 
     doses = sorted({r["nphotons"] for r in rows if r["scene"] == scene}, reverse=True)
-    fig, axes = plt.subplots(2, len(doses), figsize=(4.2 * len(doses), 6), squeeze=False)
+    fig, axes = plt.subplots(2, len(doses), figsize=(4.2 * len(doses), 6.6), squeeze=False)
     colours = {NETWORK: "tab:blue", FLAT: "tab:gray", PTYCHI: "tab:orange"}
     for col, dose in enumerate(doses):
         for row_index, channel in enumerate(("amp_ssim", "phase_ssim")):
@@ -295,8 +295,10 @@ def plot_time_to_quality(rows: list[dict], ttq: list[dict], scene: str, path: Pa
             ax.set_xlabel("seconds per scan")
             ax.set_ylabel("SSIM")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
+    # One legend below the panels: inside an axis it hid the points near the top (the 1e4 single pass).
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 

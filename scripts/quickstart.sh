@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: set up, simulate a small training corpus (24 scans of varied objects, probes, scan patterns and
 # doses) and a held-out scan of an object never seen in training, train on the corpus for 3 minutes, then
-# reconstruct the held-out scan: the network alone (a U-Net with 3 physics layers), and with 50 physics
+# reconstruct the held-out scan: the network alone (a U-Net with 5 physics layers), and with 50 physics
 # refinement steps.
 # Extra arguments go to ptycho-train (e.g. --max_minutes 10).
 set -euo pipefail
@@ -12,4 +12,4 @@ run=runs/quickstart
 .venv/bin/ptycho-simulate --output "$run/held_out.npz" --seed 12
 exec .venv/bin/ptycho-train --train_data_file "$run/corpus" --test_data_file "$run/held_out.npz" \
     --output_dir "$run" --gridsize 2 --nepochs 1000 --max_minutes 3 --learning_rate 2e-3 \
-    --realspace_mae_weight 10 --physics_steps 3 --middle_trim 0 --refine_iterations 50 "$@"
+    --realspace_mae_weight 10 --physics_steps 5 --middle_trim 0 --refine_iterations 50 "$@"
