@@ -1,6 +1,6 @@
 """Time to quality: PtychoPINN against a flat start through the same pipeline and against pty-chi, side by side.
 
-    python benchmarks/compare.py                               # 1e6 and 1e4, 10 min training each, 3x3 groups
+    python benchmarks/compare.py                               # 1e6 and 1e4, 10 min training each, 3x3 groups, 5 layers
     python benchmarks/compare.py --minutes 3 --doses 1e6 --plots docs/img
     python benchmarks/compare.py --skip-ptychi                 # no .venv-ptychi needed
 
