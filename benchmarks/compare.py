@@ -1,6 +1,6 @@
 """Time to quality: PtychoPINN against a flat start through the same pipeline and against pty-chi, side by side.
 
-    python benchmarks/compare.py                               # 1e6 and 1e4, 10 min training each, 3x3 groups, 5 layers
+    python benchmarks/compare.py                               # 1e6 and 1e4, 30 min training each, 3x3 groups, 7 layers
     python benchmarks/compare.py --minutes 3 --doses 1e6 --plots docs/img
     python benchmarks/compare.py --skip-ptychi                 # no .venv-ptychi needed
 
@@ -306,7 +306,7 @@ def plot_time_to_quality(rows: list[dict], ttq: list[dict], scene: str, path: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--doses", type=float, nargs="+", default=[1e6, 1e4])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per dose")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget per dose")
     parser.add_argument("--scans", type=int, default=40, help="training corpus size (objects) per dose")
     parser.add_argument("--max-epochs", type=int, default=10_000, help="epoch cap (the budget usually stops first)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument("--n-filters-scale", type=int, default=1)
     parser.add_argument("--gridsize", type=int, default=3,
                         help="patterns per group side (gridsize^2 neighbouring patterns share one canvas)")
-    parser.add_argument("--physics-steps", type=int, default=5,
+    parser.add_argument("--physics-steps", type=int, default=7,
                         help="physics layers (step + learned prior) in the network; 0 for the plain U-Net")
     parser.add_argument("--realspace-weight", type=float, default=50.0,
                         help="weight of the phase-blind real-space loss against the simulated truth at 1e6 photons, "
