@@ -317,8 +317,8 @@ def main() -> None:
     parser.add_argument("--physics-steps", type=int, default=7,
                         help="physics layers (step + learned prior) in the network; 0 for the plain U-Net")
     parser.add_argument("--realspace-weight", type=float, default=50.0,
-                        help="weight of the phase-blind real-space loss against the simulated truth at 1e6 photons, "
-                             "scaled in proportion to the dose (0: physics only)")
+                        help="weight of the real-space loss against the simulated truth (blind to each patch's "
+                             "constant phase) at 1e6 photons, scaled in proportion to the dose (0: physics only)")
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100],
                         help="refinement steps after the network pass (and after the flat start)")
     parser.add_argument("--ptychi-epochs", type=int, nargs="+", default=[5, 10, 20, 40, 80, 160, 320])

@@ -1,4 +1,4 @@
-"""Phase synchronisation of patches before stitching, and the phase-blind real-space loss."""
+"""Phase synchronisation of patches before stitching, and the real-space loss blind to each patch's constant phase."""
 
 from __future__ import annotations
 
