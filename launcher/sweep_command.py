@@ -22,11 +22,11 @@ from launcher.array_jobs import launch_array
 from launcher.chain import INFER_DIR, Upstream, run_in_order, start_after
 from launcher.errors import LaunchError, one_line
 from launcher.infer_command import check_chain_flags, prepare_chained
-from launcher.plan import JobPlan, Resources, plan_array, request_resources
+from launcher.plan import THREADS_SETUP, JobPlan, Resources, plan_array, request_resources
 from launcher.rundir import CONFIG, claim_run_dir, git_commit, load_run, now, planned_run_dir, update_run, write_json
 from launcher.staging import print_notices, saved_run, start_run
 from launcher.sweep import SWEEP_FILE, choose_points, parse_axes, point_argv, point_dir, read_sweep, typed_values
-from launcher.sweep_select import best_bundle, select_best
+from launcher.sweep_select import BEST_FILE, best_bundle, select_best
 from launcher.train_command import check_training_data, execute_train, prepare_train
 from launcher.validate import check_plain_text, check_run_dir_args, check_writable_dir
 from launcher.waiting import wait_and_report
@@ -271,15 +271,28 @@ def _start_sweep(sweep_dir: Path, cluster: str, argv: Sequence[str], points: lis
         start_run(point.run_dir, "train", cluster, point_argv(argv, point.values), config, point.spec)
 
 
+def _selector_resources(plan: JobPlan) -> Resources:
+    """A retry's selector job: the sweep's partition, account, QoS and setup lines, as one CPU task."""
+    slurm = plan.slurm
+    return Resources(partition=slurm.get("partition"), account=slurm.get("account"), qos=slurm.get("qos"),
+                     setup=[line for line in slurm.get("setup", []) if line != THREADS_SETUP],
+                     job_name="ptycho-select")
+
+
 def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
     """Rerun the points that did not complete (each resumes from its newest checkpoint); refuse while any point
-    is still queued or running."""
+    is still queued or running. A sweep submitted with ``--then-infer`` chooses its best point again once the
+    retried points have ended (its earlier choice saw only the points that had finished then)."""
     from launcher.status import ACTIVE, run_status
 
     report = run_status(sweep_dir, linked=False)
     busy = [r["point"] for r in report["points"] if r["state"] in ACTIVE or r["state"] == "UNKNOWN"]
     if busy:
         raise LaunchError(f"{sweep_dir}: point(s) {busy} still queued or running; wait for them or cancel first")
+    selection = report.get("selection")
+    if selection and (selection["state"] in ACTIVE or selection["state"] == "UNKNOWN"):
+        raise LaunchError(f"{sweep_dir}: the best-point selection ({selection.get('job_id')}) is still queued or "
+                          f"running; wait for it or cancel first")
     todo = [r for r in report["points"] if r["state"] != "COMPLETED"]
     if not todo:
         print("nothing to retry: every point completed")
@@ -293,11 +306,25 @@ def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
     print(f"retrying point(s) {[p.index for p in points]}")
     cluster = load_run(sweep_dir)["cluster"]
     parallelism = read_sweep(sweep_dir).get("array_parallelism", Resources.array_parallelism)
+    metric = selection["metric"] if selection else None
+
+    def reselect(jobs: list[str]) -> None:
+        """Forget the earlier choice (status and ``infer --after`` then follow the new selector) and choose again."""
+        (sweep_dir / BEST_FILE).unlink(missing_ok=True)
+        _selection_step(sweep_dir, metric, cluster, _selector_resources(points[0].plan), jobs)
+        print(f"the inference chained at submission used the earlier choice; to reconstruct with the new one: "
+              f"{PROG} infer --after {sweep_dir} --test_data_file SCAN ... --output_dir DIR")
 
     def run() -> int:
         if cluster != "slurm":
-            return _run_points_here(points, sweep_dir, "retry")
-        _submit_points(points, sweep_dir, parallelism, "retry")
+            rc = _run_points_here(points, sweep_dir, "retry")
+            if metric is None:
+                return rc
+            reselect([])
+            return _select_here(sweep_dir, metric) or rc
+        jobs = _submit_points(points, sweep_dir, parallelism, "retry")
+        if metric is not None:
+            reselect(jobs)
         return wait_and_report(sweep_dir) if wait else 0
 
     return run

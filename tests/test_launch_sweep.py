@@ -251,21 +251,28 @@ def _ended(report: dict) -> bool:
 @pytest.mark.slurm
 def test_slurm_sweep_retry_reruns_only_the_failed_point(slurm_cluster, scans, tmp_path):
     """Point 1's training scan is corrupted between submission and run (it passed validation), so point 1 fails
-    while point 0 completes; once the file is fixed, retry resubmits point 1 alone and leaves point 0 as it was."""
+    while point 0 completes and the best-point selection can only choose point 0; once the file is fixed, retry
+    resubmits point 1 alone, leaves point 0 as it was, and chooses the best point again among both."""
     good, bad, sweep = tmp_path / "a.npz", tmp_path / "b.npz", tmp_path / "sweep"
     for path in (good, bad):
         path.write_bytes(scans["train"].read_bytes())
     res = launch("train", "--cluster", "slurm", "--train_data_file", str(good), *TINY, "--sweep",
-                 f"train_data_file={good},{bad}", "--run-dir", str(sweep), "--hold")
+                 f"train_data_file={good},{bad}", "--run-dir", str(sweep), "--hold",
+                 "--then-infer", str(scans["test"]), "--infer-output", str(tmp_path / "out"))
     assert res.returncode == 0, res.stdout + res.stderr
     array = json.loads((sweep / "run.json").read_text())["submissions"][0]["job_id"]
     busy = launch("retry", str(sweep))
     assert busy.returncode == 2 and "point(s) [0, 1] still queued or running" in busy.stderr
     content = bad.read_bytes()
     bad.write_bytes(b"corrupted after submission")
-    subprocess.run(["scontrol", "release", array], check=True)
-    report = poll(lambda: sweep_report(sweep), _ended, timeout=180, every=3)
+    selector = json.loads((sweep / "run.json").read_text())["selections"][-1]["job_id"]
+    infer_array = json.loads((sweep / "infer" / "run.json").read_text())["submissions"][0]["job_id"]
+    for job in (array, selector, infer_array):  # --hold held the whole chain
+        subprocess.run(["scontrol", "release", job], check=True)
+    report = poll(lambda: sweep_report(sweep), lambda r: _ended(r) and r["selection"]["state"] == "COMPLETED",
+                  timeout=180, every=3)
     assert [r["state"] for r in report["points"]] == ["COMPLETED", "FAILED"]
+    assert json.loads((sweep / "best.json").read_text())["finished_points"] == 1
     failure = report["points"][1]["failure"]
     assert failure["log"] == str(sweep / "submitit" / f"{array}_1_0_log.err") and "b.npz" in Path(
         failure["log"]).read_text()
@@ -278,7 +285,10 @@ def test_slurm_sweep_retry_reruns_only_the_failed_point(slurm_cluster, scans, tm
     bad.write_bytes(content)
     res = launch("retry", str(sweep), "--wait")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "retrying point(s) [1]" in res.stdout
+    assert "retrying point(s) [1]" in res.stdout and f"ptycho-launch infer --after {sweep}" in res.stdout
+    reselection = json.loads((sweep / "run.json").read_text())["selections"][-1]["job_id"]
+    best = poll(lambda: sweep_report(sweep)["selection"], lambda s: s["state"] == "COMPLETED", timeout=60, every=2)
+    assert reselection != selector and best["finished_points"] == 2
     submissions = json.loads((sweep / "run.json").read_text())["submissions"]
     assert [(s["kind"], s["points"]) for s in submissions] == [("initial", [0, 1]), ("retry", [1])]
     assert len(point_run(sweep, 0)["submissions"]) == 1  # point 0 was not resubmitted
