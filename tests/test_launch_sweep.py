@@ -300,6 +300,28 @@ def test_slurm_sweep_retry_reruns_only_the_failed_point(slurm_cluster, scans, tm
     assert "nothing to retry" in launch("retry", str(sweep)).stdout
 
 
+def test_local_retry_of_a_then_infer_sweep_chooses_the_best_point_again(scans, tmp_path):
+    """A local sweep with --then-infer whose point 1 then counts as crashed (state failed, no bundle): retry trains
+    point 1 again and reruns the best-point selection over both points, rewriting best.json."""
+    sweep = tmp_path / "sweep"
+    res = launch("train", "--cluster", "local", "--train_data_file", str(scans["train"]), "--test_data_file",
+                 str(scans["test"]), *TINY, "--sweep", "learning_rate=1e-3,1e-2", "--run-dir", str(sweep),
+                 "--then-infer", str(scans["test"]), "--infer-output", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    crashed = sweep / "point-001" / "run.json"
+    crashed.write_text(json.dumps({**json.loads(crashed.read_text()), "state": "failed"}))
+    (sweep / "point-001" / "wts.h5.zip").unlink()
+    chosen_before = (sweep / "best.json").stat().st_mtime_ns
+    assert [r["state"] for r in sweep_report(sweep)["points"]] == ["COMPLETED", "FAILED"]
+    res = launch("retry", str(sweep))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "retrying point(s) [1]" in res.stdout and f"ptycho-launch infer --after {sweep}" in res.stdout
+    assert "best point" in res.stdout and (sweep / "point-001" / "wts.h5.zip").is_file()
+    best = json.loads((sweep / "best.json").read_text())
+    assert (sweep / "best.json").stat().st_mtime_ns != chosen_before and best["finished_points"] == 2
+    assert [r["state"] for r in sweep_report(sweep)["points"]] == ["COMPLETED", "COMPLETED"]
+
+
 @pytest.mark.slurm
 def test_slurm_sweep_point_with_several_ranks_is_its_own_job(slurm_cluster, scans, tmp_path):
     """devices=1,2: the one-rank point goes into the sweep's array, the two-rank point is its own gloo DDP job
