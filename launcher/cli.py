@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (("status", cmd_status, "state of a run (refreshes an array's manifest.jsonl)"),
                              ("cancel", cmd_cancel, "cancel every job of a run"),
-                             ("retry", cmd_retry, "resubmit failed/missing array tasks, or resume training")):
+                             ("retry", cmd_retry, "resubmit failed/missing array tasks, resume training, or rerun a "
+                                                   "sweep's unfinished points (and choose its best point again)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("run_dir", type=Path)
         p.set_defaults(func=func)
