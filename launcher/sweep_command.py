@@ -289,8 +289,10 @@ def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
     busy = [r["point"] for r in report["points"] if r["state"] in ACTIVE or r["state"] == "UNKNOWN"]
     if busy:
         raise LaunchError(f"{sweep_dir}: point(s) {busy} still queued or running; wait for them or cancel first")
+    cluster = load_run(sweep_dir)["cluster"]
     selection = report.get("selection")
-    if selection and (selection["state"] in ACTIVE or selection["state"] == "UNKNOWN"):
+    # A local or debug selection runs inside the launching command: a record left "running" is an interrupted one.
+    if cluster == "slurm" and selection and (selection["state"] in ACTIVE or selection["state"] == "UNKNOWN"):
         raise LaunchError(f"{sweep_dir}: the best-point selection ({selection.get('job_id')}) is still queued or "
                           f"running; wait for it or cancel first")
     todo = [r for r in report["points"] if r["state"] != "COMPLETED"]
@@ -304,7 +306,6 @@ def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
                             spec["overrides"].get("backend", DEFAULT_BACKEND), spec["overrides"].get("probe_file"))
         points.append(Point(row["point"], row["values"], plan, spec, Path(row["run_dir"])))
     print(f"retrying point(s) {[p.index for p in points]}")
-    cluster = load_run(sweep_dir)["cluster"]
     parallelism = read_sweep(sweep_dir).get("array_parallelism", Resources.array_parallelism)
     metric = selection["metric"] if selection else None
 
