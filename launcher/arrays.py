@@ -21,11 +21,16 @@ from ptycho.atomic import atomic_write_text
 
 __all__ = ["STATUS_FILE", "OUTPUT_FILE", "make_chunks", "split_arrays",
            "read_status", "input_state", "item_states", "write_status", "write_input_status", "mark_queued",
-           "aggregate", "write_manifest", "chunks_to_retry"]
+           "aggregate", "write_manifest", "chunks_to_retry", "may_still_run"]
 
 STATUS_FILE = "status.json"
 OUTPUT_FILE = "reconstruction.npz"
 ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED")
+
+
+def may_still_run(state: str) -> bool:
+    """Queued or running, or not yet known to the scheduler's accounting: nothing may be resubmitted over it."""
+    return state in ACTIVE or state == "UNKNOWN"
 
 
 def make_chunks(n_inputs: int, chunk_size: int) -> list[list[int]]:

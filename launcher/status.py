@@ -21,9 +21,10 @@ from launcher.submit import slurm_command
 from launcher.sweep import read_sweep
 from launcher.sweep_table import PLOT, TABLE, point_metrics, write_plot, write_table
 
-__all__ = ["chunk_scheduler_states", "run_status", "cancel_run", "format_status", "run_jobs", "ACTIVE"]
+__all__ = ["chunk_scheduler_states", "run_status", "cancel_run", "format_status", "run_jobs", "ACTIVE", "may_still_run"]
 
 ACTIVE = arrays.ACTIVE
+may_still_run = arrays.may_still_run
 #: scheduler states of a training job that died (rather than finished, timed out or was cancelled)
 FAILED = ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL")
 

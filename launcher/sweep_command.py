@@ -283,16 +283,16 @@ def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
     """Rerun the points that did not complete (each resumes from its newest checkpoint); refuse while any point
     is still queued or running. A sweep submitted with ``--then-infer`` chooses its best point again once the
     retried points have ended (its earlier choice saw only the points that had finished then)."""
-    from launcher.status import ACTIVE, run_status
+    from launcher.status import may_still_run, run_status
 
     report = run_status(sweep_dir, linked=False)
-    busy = [r["point"] for r in report["points"] if r["state"] in ACTIVE or r["state"] == "UNKNOWN"]
+    busy = [r["point"] for r in report["points"] if may_still_run(r["state"])]
     if busy:
         raise LaunchError(f"{sweep_dir}: point(s) {busy} still queued or running; wait for them or cancel first")
     cluster = load_run(sweep_dir)["cluster"]
     selection = report.get("selection")
     # A local or debug selection runs inside the launching command: a record left "running" is an interrupted one.
-    if cluster == "slurm" and selection and (selection["state"] in ACTIVE or selection["state"] == "UNKNOWN"):
+    if cluster == "slurm" and selection and may_still_run(selection["state"]):
         raise LaunchError(f"{sweep_dir}: the best-point selection ({selection.get('job_id')}) is still queued or "
                           f"running; wait for it or cancel first")
     todo = [r for r in report["points"] if r["state"] != "COMPLETED"]

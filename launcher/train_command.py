@@ -158,13 +158,13 @@ def cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int
 def resume_training(run_dir: Path, wait: bool) -> Callable[[], int]:
     """``train --resume`` / ``retry`` of a training run: the same spec and plan, submitted again into the same
     run directory; the ranks find the newest complete checkpoint there themselves."""
-    from launcher.status import ACTIVE, run_status
+    from launcher.status import may_still_run, run_status
 
     run = load_run(run_dir)
     if run["kind"] != "train":
         raise LaunchError(f"{run_dir}: an inference run; use {PROG} retry {run_dir}")
     report = run_status(run_dir)
-    if report["state"] in ACTIVE or report["state"] == "UNKNOWN":
+    if may_still_run(report["state"]):
         raise LaunchError(f"{run_dir}: job is {report['state']}; wait for it or cancel it first")
     if report["state"] == "COMPLETED":
         print("nothing to resume: training completed")

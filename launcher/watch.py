@@ -36,7 +36,7 @@ def cmd_status(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], in
 
 def cmd_logs(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]:
     from launcher.logs import follow_logs, log_files, print_logs
-    from launcher.status import ACTIVE, run_status
+    from launcher.status import may_still_run, run_status
 
     files = log_files(args.run_dir, rank=args.rank, task=args.task)
     if not args.follow:
@@ -44,7 +44,7 @@ def cmd_logs(args: argparse.Namespace, argv: Sequence[str]) -> Callable[[], int]
         return lambda: 0
 
     def running() -> bool:
-        return any(s in ACTIVE or s == "UNKNOWN" for s in job_states(run_status(args.run_dir)))
+        return any(may_still_run(s) for s in job_states(run_status(args.run_dir)))
 
     return lambda: (follow_logs(files, running), 0)[1]
 
