@@ -26,7 +26,7 @@ from ptycho_torch.trainer_args import trainer_arguments
 
 __all__ = ["Resources", "JobPlan", "normalise_strategy", "plan_training", "plan_array", "SRUN_ARGS",
            "DEFAULT_TIME_MIN", "THREADS_SETUP", "LAUNCH_KEYS", "choose_cluster", "slurm_reachable",
-           "merge_resources", "request_resources", "factory_overrides", "check_gpus_per_node"]
+           "merge_resources", "placement_of", "request_resources", "factory_overrides", "check_gpus_per_node"]
 
 #: a dead rank takes the whole step down instead of leaving the others waiting for the process-group timeout
 SRUN_ARGS = ["--kill-on-bad-exit=1"]
@@ -131,6 +131,16 @@ def merge_resources(args: argparse.Namespace, profile: dict[str, Any], job_name:
         array_parallelism=parallelism or Resources.array_parallelism,
         hold=args.hold, job_name=job_name, dist_timeout_s=getattr(args, "dist_timeout", Resources.dist_timeout_s),
     )
+
+
+def placement_of(plan: JobPlan, job_name: str) -> Resources:
+    """Where a saved plan's jobs ran (partition, account, QoS, time limit, memory, constraint, setup lines), for a
+    later job of the same run that the launcher builds itself (a sweep retry's best-point selector)."""
+    slurm = plan.slurm
+    return Resources(partition=slurm.get("partition"), account=slurm.get("account"), qos=slurm.get("qos"),
+                     time_min=slurm.get("time", DEFAULT_TIME_MIN), mem=slurm.get("mem"),
+                     constraint=slurm.get("constraint"),
+                     setup=[line for line in slurm.get("setup", []) if line != THREADS_SETUP], job_name=job_name)
 
 
 def request_resources(args: argparse.Namespace, job_name: str) -> tuple[str, dict[str, Any], Resources]:

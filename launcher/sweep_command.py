@@ -22,7 +22,7 @@ from launcher.array_jobs import launch_array
 from launcher.chain import INFER_DIR, Upstream, run_in_order, start_after
 from launcher.errors import LaunchError, one_line
 from launcher.infer_command import check_chain_flags, prepare_chained
-from launcher.plan import THREADS_SETUP, JobPlan, Resources, plan_array, request_resources
+from launcher.plan import JobPlan, Resources, placement_of, plan_array, request_resources
 from launcher.rundir import CONFIG, claim_run_dir, git_commit, load_run, now, planned_run_dir, update_run, write_json
 from launcher.staging import print_notices, saved_run, start_run
 from launcher.sweep import SWEEP_FILE, choose_points, parse_axes, point_argv, point_dir, read_sweep, typed_values
@@ -271,14 +271,6 @@ def _start_sweep(sweep_dir: Path, cluster: str, argv: Sequence[str], points: lis
         start_run(point.run_dir, "train", cluster, point_argv(argv, point.values), config, point.spec)
 
 
-def _selector_resources(plan: JobPlan) -> Resources:
-    """A retry's selector job: the sweep's partition, account, QoS and setup lines, as one CPU task."""
-    slurm = plan.slurm
-    return Resources(partition=slurm.get("partition"), account=slurm.get("account"), qos=slurm.get("qos"),
-                     setup=[line for line in slurm.get("setup", []) if line != THREADS_SETUP],
-                     job_name="ptycho-select")
-
-
 def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
     """Rerun the points that did not complete (each resumes from its newest checkpoint); refuse while any point
     is still queued or running. A sweep submitted with ``--then-infer`` chooses its best point again once the
@@ -312,7 +304,7 @@ def retry_sweep(sweep_dir: Path, wait: bool) -> Callable[[], int]:
     def reselect(jobs: list[str]) -> None:
         """Forget the earlier choice (status and ``infer --after`` then follow the new selector) and choose again."""
         (sweep_dir / BEST_FILE).unlink(missing_ok=True)
-        _selection_step(sweep_dir, metric, cluster, _selector_resources(points[0].plan), jobs)
+        _selection_step(sweep_dir, metric, cluster, placement_of(points[0].plan, "ptycho-select"), jobs)
         print(f"the inference chained at submission used the earlier choice; to reconstruct with the new one: "
               f"{PROG} infer --after {sweep_dir} --test_data_file SCAN ... --output_dir DIR")
 

@@ -17,7 +17,7 @@ import pytest
 
 from launcher import arrays, submit
 from launcher.errors import LaunchError
-from launcher.plan import SRUN_ARGS, Resources, normalise_strategy, plan_array, plan_training
+from launcher.plan import SRUN_ARGS, Resources, normalise_strategy, placement_of, plan_array, plan_training
 from launcher.profiles import known_profiles, load_profile
 from launcher.rank_entry import PayloadMismatchError, verify_fingerprints
 from launcher.rundir import claim_run_dir, update_run
@@ -307,3 +307,16 @@ def test_launcher_commands_import_no_backend():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_placement_of_a_saved_plan_rebuilds_where_its_jobs_ran():
+    """A sweep retry's selector runs where the sweep did: partition, account, QoS, time, memory, constraint and the
+    user's setup lines come back from the saved plan (the launcher's own thread line is added again by planning)."""
+    res = Resources(partition="gpu", account="proj", qos="high", time_min=45, mem="8G", constraint="a100",
+                    setup=["module load cuda"], hold=True)
+    placed = placement_of(plan_array("infer", "cpu", res, "slurm", 2), "ptycho-select")
+    assert (placed.partition, placed.account, placed.qos, placed.time_min, placed.mem, placed.constraint) == (
+        "gpu", "proj", "high", 45, "8G", "a100")
+    assert placed.setup == ["module load cuda"] and placed.job_name == "ptycho-select" and not placed.hold
+    again = plan_array("select", "cpu", placed, "slurm", 1).slurm
+    assert again["setup"] == plan_array("infer", "cpu", res, "slurm", 2).slurm["setup"]
