@@ -33,7 +33,7 @@ than half the time per step (no autograd graph).
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from tqdm.auto import tqdm
@@ -194,7 +194,8 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
 
 def _coarse_phase_rotation(placement: PatchPlacement, lookahead: torch.Tensor, gradient: torch.Tensor,
                            lit: torch.Tensor, sigma: float, chunks: list[slice], spectra: list[torch.Tensor],
-                           exit_spectra, weight: Optional[torch.Tensor]) -> torch.Tensor:
+                           exit_spectra: Callable[[torch.Tensor, slice], torch.Tensor],
+                           weight: Optional[torch.Tensor]) -> torch.Tensor:
     """exp(i a d): d the loss's per-pixel phase gradient blurred by ``sigma`` pixels (descent direction, lit
     pixels only), a one Gauss-Newton step on the far-field amplitude residuals along d. ``spectra`` are the exit
     waves' spectra of ``lookahead`` per chunk, or empty to recompute them with ``exit_spectra``."""
