@@ -322,6 +322,25 @@ def test_local_retry_of_a_then_infer_sweep_chooses_the_best_point_again(scans, t
     assert [r["state"] for r in sweep_report(sweep)["points"]] == ["COMPLETED", "COMPLETED"]
 
 
+def test_debug_sweep_then_infer_trains_both_points_in_process_and_reconstructs_with_the_best(scans, tmp_path):
+    """--cluster debug: the points train one after another in the launching process, the best point is chosen over
+    both and the scan is reconstructed with its bundle, all before the command returns."""
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    res = launch("train", "--cluster", "debug", "--train_data_file", str(scans["train"]), "--test_data_file",
+                 str(scans["test"]), *TINY, "--sweep", "learning_rate=1e-3,1e-2", "--run-dir", str(sweep),
+                 "--then-infer", str(scans["test"]), "--infer-output", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = sweep_report(sweep)
+    assert [r["state"] for r in report["points"]] == ["COMPLETED", "COMPLETED"]
+    assert all((sweep / f"point-{i:03d}" / "wts.h5.zip").is_file() for i in (0, 1))
+    best = json.loads((sweep / "best.json").read_text())
+    losses = {r["point"]: r["val_loss"] for r in report["points"]}
+    assert best["point"] == min(losses, key=losses.get) and best["finished_points"] == 2
+    assert (sweep / "best").resolve() == sweep / f"point-{best['point']:03d}"
+    assert (out / "test" / "reconstruction.npz").is_file()
+    assert json.loads((sweep / "infer" / "spec.json").read_text())["model_path"] == str(sweep / "best" / "wts.h5.zip")
+
+
 @pytest.mark.slurm
 def test_slurm_sweep_point_with_several_ranks_is_its_own_job(slurm_cluster, scans, tmp_path):
     """devices=1,2: the one-rank point goes into the sweep's array, the two-rank point is its own gloo DDP job

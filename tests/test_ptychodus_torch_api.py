@@ -352,3 +352,21 @@ def test_several_cpu_ranks_with_an_unpicklable_client_callback_is_one_clear_erro
     trainer._trainer.callbacks.append(Local())
     with pytest.raises(PtychoInputError, match="cannot be pickled.*n_devices=1"):
         trainer.train()
+
+
+def test_two_cpu_ranks_with_ddp_spawn_train_and_bring_the_weights_back(tmp_path, monkeypatch):
+    """n_devices=2, strategy ddp_spawn on a CPU: Lightning spawns two gloo ranks; the trained weights come back to
+    Ptychodus' model in this process and the run holds a checkpoint and a bundle."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    export(tmp_path / "in")
+    cm = manager(*small(training__n_devices=2, training__strategy="ddp_spawn", training__epochs=1))
+    loader = PtychoDataLoader(tmp_path / "in", cm, output_dir=tmp_path / "out")
+    model = PtychoModel._new_model(PtychoPINN_Lightning, cm)
+    before = {k: v.clone() for k, v in model.model.model.state_dict().items()}
+    trainer = Trainer._from_lightning(model, loader, "lightning", cm)
+    results = trainer.train()
+    assert results["trainer"].world_size == 2
+    after = model.model.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    assert find_best_checkpoint(Path(loader.output_dir)) is not None
+    assert (Path(loader.output_dir) / "wts.h5.zip").is_file()
