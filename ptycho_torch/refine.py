@@ -73,13 +73,13 @@ _BLUR_SIGMA_ON_GRID = 4.0
 
 
 def _complex(pair: torch.Tensor) -> torch.Tensor:
-    """(2, m, N, N) real/imag planes -> (m, N, N) complex."""
+    """(2, ...) real/imag planes -> (...) complex: patches (2, m, N, N) or a canvas interior (2, H, W)."""
     return torch.complex(pair[0], pair[1])
 
 
 def _planes(z: torch.Tensor) -> torch.Tensor:
-    """(m, N, N) complex -> (2, m, N, N) real/imag planes (a view)."""
-    return torch.view_as_real(z).permute(3, 0, 1, 2)
+    """(...) complex -> (2, ...) real/imag planes (a view); the inverse of ``_complex``."""
+    return torch.view_as_real(z).movedim(-1, 0)
 
 
 def _smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -99,7 +99,7 @@ def _smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def _rotate(planes: torch.Tensor, rotation: torch.Tensor) -> None:
     """Multiply the (2, H, W) Re/Im view ``planes`` by the complex (H, W) ``rotation`` in place."""
-    planes.copy_(torch.view_as_real(torch.complex(planes[0], planes[1]) * rotation).permute(2, 0, 1))
+    planes.copy_(_planes(_complex(planes) * rotation))
 
 
 def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.Tensor, xcoords: torch.Tensor,
@@ -152,7 +152,7 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
     kernel = gaussian_kernel(SMOOTHING_SIGMA).to(device)
 
     current = placement.empty_canvas(2, device)
-    placement.interior(current).copy_(torch.view_as_real(obj.detach().to(torch.complex64)).permute(2, 0, 1))
+    placement.interior(current).copy_(_planes(obj.detach().to(torch.complex64)))
     previous = current.clone()
     history: list[float] = []
     count = measured.numel() if weight is None else int(weight.sum()) * measured.shape[0]
@@ -189,7 +189,7 @@ def refine_object(obj: torch.Tensor, origin: tuple[int, int], amplitudes: torch.
             image.sub_(pull * (image - gaussian_blur(image[None], kernel, padding="replicate")[0]))
         history.append(float(loss) / count)
     result = placement.interior(current)
-    return torch.complex(result[0], result[1]).contiguous(), history
+    return _complex(result).contiguous(), history
 
 
 def _coarse_phase_rotation(placement: PatchPlacement, lookahead: torch.Tensor, gradient: torch.Tensor,
@@ -199,15 +199,14 @@ def _coarse_phase_rotation(placement: PatchPlacement, lookahead: torch.Tensor, g
     """exp(i a d): d the loss's per-pixel phase gradient blurred by ``sigma`` pixels (descent direction, lit
     pixels only), a one Gauss-Newton step on the far-field amplitude residuals along d. ``spectra`` are the exit
     waves' spectra of ``lookahead`` per chunk, or empty to recompute them with ``exit_spectra``."""
-    planes = placement.interior(lookahead)
-    obj = torch.complex(planes[0], planes[1])
+    obj = _complex(placement.interior(lookahead))
     grad = placement.interior(gradient)
     mask = lit.to(torch.float32)
     # gradient holds dL/d(conj O) up to a factor; dL/d(phase) = 2 Re(conj(dL/d conj O) * i O)
-    phase_gradient = (torch.complex(grad[0], grad[1]).conj() * obj).imag * -mask
+    phase_gradient = (_complex(grad).conj() * obj).imag * -mask
     direction = -_smooth(phase_gradient, sigma) * mask
     change = placement.empty_canvas(2, obj.device)
-    placement.interior(change).copy_(torch.view_as_real(1j * direction * obj).permute(2, 0, 1))
+    placement.interior(change).copy_(_planes(1j * direction * obj))
     # The residual r = |Psi + a dPsi| - A is linear in a at a = 0 with slope Re(conj(Psi) dPsi) / |Psi|. The
     # Gauss-Newton numerator sum(r * slope) is Re<gradient, change> on the canvas (splat is extract's adjoint,
     # the FFT is unitary), so only the denominator needs the changed exit waves' spectra.
