@@ -218,14 +218,21 @@ def test_slurm_two_point_sweep_then_infers_with_the_best_point(slurm_cluster, sc
     rows = list(csv.DictReader((sweep / "sweep.csv").open()))
     assert [r["learning_rate"] for r in rows] == ["1e-3", "1e-2"] and all(r["state"] == "COMPLETED" for r in rows)
     assert (sweep / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert_reconstructed_with_the_best_point(sweep, out, report)
+    assert "learning_rate" in launch("status", str(sweep)).stdout
+
+
+def assert_reconstructed_with_the_best_point(sweep: Path, out: Path, report: dict) -> dict:
+    """best.json names the point of lowest validation loss, ``best`` links to it and the chained inference
+    reconstructed the scan with its bundle. Returns best.json."""
     best = json.loads((sweep / "best.json").read_text())
     losses = {r["point"]: r["val_loss"] for r in report["points"]}
     assert best["point"] == min(losses, key=losses.get)
-    assert (sweep / "best").resolve() == points[best["point"]]
+    assert (sweep / "best").resolve() == sweep / f"point-{best['point']:03d}"
     assert (out / "test" / "reconstruction.npz").is_file()
     infer_spec = json.loads((sweep / "infer" / "spec.json").read_text())
     assert infer_spec["model_path"] == str(sweep / "best" / "wts.h5.zip")
-    assert "learning_rate" in launch("status", str(sweep)).stdout
+    return best
 
 
 def sweep_report(sweep: Path) -> dict:
@@ -333,12 +340,7 @@ def test_debug_sweep_then_infer_trains_both_points_in_process_and_reconstructs_w
     report = sweep_report(sweep)
     assert [r["state"] for r in report["points"]] == ["COMPLETED", "COMPLETED"]
     assert all((sweep / f"point-{i:03d}" / "wts.h5.zip").is_file() for i in (0, 1))
-    best = json.loads((sweep / "best.json").read_text())
-    losses = {r["point"]: r["val_loss"] for r in report["points"]}
-    assert best["point"] == min(losses, key=losses.get) and best["finished_points"] == 2
-    assert (sweep / "best").resolve() == sweep / f"point-{best['point']:03d}"
-    assert (out / "test" / "reconstruction.npz").is_file()
-    assert json.loads((sweep / "infer" / "spec.json").read_text())["model_path"] == str(sweep / "best" / "wts.h5.zip")
+    assert assert_reconstructed_with_the_best_point(sweep, out, report)["finished_points"] == 2
 
 
 @pytest.mark.slurm
